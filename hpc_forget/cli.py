@@ -1,0 +1,235 @@
+"""The `hpc-forget` command line. Thin: each command parses, then calls one plain function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+import yaml
+
+from hpc_forget import __version__
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is a complete one-line answer for the user."""
+    from hpc_forget.config import ConfigError
+    from hpc_forget.planning import OrderError
+
+    errs: list[type[BaseException]] = [ConfigError, OrderError]
+    for mod, name in (
+        ("hpc_forget.data", "DataError"),
+        ("hpc_forget.store", "StoreError"),
+        ("hpc_forget.models", "ModelError"),
+        ("hpc_forget.slurm", "SlurmError"),
+        ("hpc_forget.prefetch", "PrefetchError"),
+        ("hpc_forget.reporting", "AnalysisError"),
+    ):
+        try:
+            errs.append(getattr(__import__(mod, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errs)
+
+
+def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in pairs:
+        if "=" not in p:
+            raise click.BadParameter(f"{p!r}: use KEY=VALUE, e.g. train.batch_size=64", param_hint="--set")
+        k, v = p.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log = logging.getLogger("hpc_forget")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+set_option = click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.batch_size=64."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hpc-forget")
+@click.option("-v", "--verbose", is_flag=True, help="More log output.")
+def cli(verbose: bool) -> None:
+    """Measure catastrophic forgetting in multilingual language models, from laptop to Slurm."""
+    _setup_logging(verbose)
+
+
+# ---------------------------------------------------------------------------- config / plan / run
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Show and check experiment configs."""
+
+
+@config_group.command("show")
+@click.argument("name")
+def config_show(name: str) -> None:
+    """Print a built-in config (demo, paper) so you can copy and edit it."""
+    from hpc_forget.config import builtin_config_text
+
+    click.echo(builtin_config_text(name), nl=False)
+
+
+@config_group.command("check")
+@click.argument("config")
+@set_option
+def config_check(config: str, sets: tuple[str, ...]) -> None:
+    """Validate CONFIG and print it resolved, defaults filled in."""
+    from hpc_forget.config import config_to_dict, dump_yaml, load_config
+
+    click.echo(dump_yaml(config_to_dict(load_config(config, overrides=_overrides(sets)))), nl=False)
+
+
+@cli.command("plan")
+@click.argument("config")
+@click.option("--json", "as_json", is_flag=True, help="Print the tasks as JSON.")
+@set_option
+def plan_cmd(config: str, as_json: bool, sets: tuple[str, ...]) -> None:
+    """Expand CONFIG into tasks and print them."""
+    from hpc_forget.config import load_config
+    from hpc_forget.planning import format_plan, plan
+
+    tasks = plan(load_config(config, overrides=_overrides(sets)))
+    if as_json:
+        _echo_json([dict(t.to_dict(), task_id=t.task_id, run_id=t.run_id) for t in tasks])
+    else:
+        click.echo(format_plan(tasks))
+
+
+@cli.command("run")
+@click.argument("config")
+@set_option
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def run_cmd(config: str, sets: tuple[str, ...], no_progress: bool) -> None:
+    """Run CONFIG (a file or a built-in name such as `demo`) on this machine, without Slurm.
+
+    Steps already in the store are skipped, so running again resumes.
+    """
+    from hpc_forget.engine import run_study
+
+    click.echo(run_study(config, overrides=_overrides(sets), progress=not no_progress))
+
+
+# ---------------------------------------------------------------------------- data / params
+
+
+@cli.group("data")
+def data_group() -> None:
+    """Inspect MASSIVE data."""
+
+
+@data_group.command("inspect")
+@click.argument("source")
+@click.option("--locale", "locales", multiple=True, help="Only these locales (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+def data_inspect(source: str, locales: tuple[str, ...], as_json: bool) -> None:
+    """Row counts, slot types and invalid rows per locale and split of SOURCE."""
+    from hpc_forget.data import format_inspect, inspect_data
+
+    report = inspect_data(source, list(locales) or None)
+    click.echo(json.dumps(report, indent=2) if as_json else format_inspect(report))
+
+
+@cli.command("params")
+@click.option("--model", default="xlm-roberta-base", show_default=True, help="Preset, hub id or path.")
+@click.option("--languages", default=52, show_default=True, help="Languages (MONO / NON-SHARED).")
+@click.option("--json", "as_json", is_flag=True)
+def params_cmd(model: str, languages: int, as_json: bool) -> None:
+    """The paper's Table 1 Params column, beside what this implementation trains."""
+    from hpc_forget.models import format_params, params_table
+
+    rows = params_table(model, n_languages=languages)
+    if as_json:
+        import dataclasses
+
+        _echo_json([dataclasses.asdict(r) for r in rows])
+    else:
+        click.echo(format_params(rows))
+
+
+# ---------------------------------------------------------------------------- store
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Consolidate and test the results store."""
+
+
+@store_group.command("consolidate")
+@click.argument("store")
+@click.option("--out", default=None, help="Output file (default: STORE/consolidated.h5).")
+def store_consolidate(store: str, out: str | None) -> None:
+    """Merge every step file into one HDF5 file you can copy to a laptop."""
+    from hpc_forget.store import Store
+
+    s = Store(store)
+    path = s.consolidate(out)
+    for p in s.problems():
+        click.echo(f"skipped: {p}", err=True)
+    click.echo(str(path))
+
+
+@store_group.command("selftest")
+@click.argument("path")
+@click.option("--writers", default=64, show_default=True, help="Concurrent writer processes.")
+@click.option("--kill-fraction", default=0.2, show_default=True, help="Fraction of writers SIGKILLed.")
+@click.option("--steps", default=20, show_default=True, help="Steps each writer writes.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def store_selftest(path: str, writers: int, kill_fraction: float, steps: int, seed: int, as_json: bool) -> None:
+    """Hammer a store at PATH with concurrent, randomly killed writers and verify it."""
+    from hpc_forget.selftest import format_selftest, selftest
+
+    report = selftest(path, writers=writers, kill_fraction=kill_fraction, steps=steps, seed=seed)
+    click.echo(json.dumps(report, indent=2) if as_json else format_selftest(report))
+    if not report.get("ok", False):
+        sys.exit(1)
+
+
+@cli.command("analyze")
+@click.argument("store")
+@click.option("--out", required=True, help="Output folder.")
+@click.option("--convention", default="paper", show_default=True, help="paper | gem | avalanche | mhamdi")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
+def analyze_cmd(store: str, out: str, convention: str, bootstrap: int) -> None:
+    """Reduce STORE into metrics.json, tables/, figures/ and report.html under --out."""
+    from hpc_forget.reporting import analyze
+
+    result = analyze(store, out, convention=convention, bootstrap=bootstrap)
+    click.echo(f"wrote {out} ({len(result.get('runs', []))} runs)")
+
+
+def main() -> None:
+    errors = _user_errors()
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except errors as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,481 @@
+"""Run tasks on this machine: for each step not yet in the store, train, evaluate, write.
+
+Re-running is resuming: steps already in the store are skipped, and a sequential chain
+continues from the checkpoint written after its last finished step. Every step starts from a
+seed derived from (run seed, step), so a resumed chain computes exactly what an uninterrupted
+one would have (on CPU; on GPUs up to the non-determinism of their kernels).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import logging
+import os
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hpc_forget import __version__
+from hpc_forget.config import ExperimentConfig, config_to_dict
+from hpc_forget.methods import DISPLAY_NAME, evaluated_languages, step_hyper, trained_languages
+from hpc_forget.planning import Task, plan
+from hpc_forget.store import Store
+from hpc_forget.training import Preempted, StepData, make_accelerator, train_step
+
+__all__ = ["Preempted", "run_task", "run_config", "provenance", "Workspace"]
+
+log = logging.getLogger("hpc_forget")
+
+
+def step_seed(run_seed: int, step: int) -> int:
+    """A per-step seed, so a resumed chain repeats exactly what an uninterrupted one does."""
+    h = hashlib.sha256(f"{run_seed}:{step}".encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# provenance
+
+
+def _git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+@functools.cache
+def _static_provenance() -> dict[str, str]:
+    import accelerate
+    import datasets
+    import peft
+    import transformers
+
+    return {
+        "package_version": __version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "host": socket.gethostname(),
+    }
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Versions, host, container image and Slurm ids of the process writing a score."""
+    env = os.environ
+    d: dict[str, Any] = dict(_static_provenance())
+    d["container_image"] = env.get("APPTAINER_CONTAINER") or env.get("SINGULARITY_CONTAINER") or "none"
+    for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        d[k.lower()] = env.get(k, "")
+    d["written_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    d.update(extra)
+    return d
+
+
+# --------------------------------------------------------------------------------------------
+# data and model preparation, cached per process
+
+
+@dataclass
+class Workspace:
+    """Per-process caches: corpus, splits, resolved model path, tokenizer, encodings."""
+
+    cfg: ExperimentConfig
+    _corpus: Any = None
+    _splits: dict = field(default_factory=dict)
+    _model_path: dict = field(default_factory=dict)
+    _tokenizer: dict = field(default_factory=dict)
+    _encoded: dict = field(default_factory=dict)
+
+    @property
+    def corpus(self) -> Any:
+        if self._corpus is None:
+            from hpc_forget.data import load_massive
+
+            d = self.cfg.data
+            self._corpus = load_massive(d.source, d.languages, skip_invalid=d.skip_invalid)
+        return self._corpus
+
+    def splits(self, locale: str, seed: int) -> Any:
+        key = (locale, seed)
+        if key not in self._splits:
+            from hpc_forget.data import prepare_splits
+
+            d = self.cfg.data
+            self._splits[key] = prepare_splits(
+                self.corpus,
+                locale,
+                max_train=d.max_train,
+                max_eval=d.max_eval,
+                train_fraction=d.train_fraction,
+                seed=seed,
+                missing_train=d.missing_train,
+                dev_fraction_for_train=d.dev_fraction_for_train,
+            )
+        return self._splits[key]
+
+    @property
+    def cache_dir(self) -> str:
+        return self.cfg.cache_dir or str(Path(self.cfg.store) / "cache")
+
+    def model_path(self, spec: str, seed: int) -> str:
+        if spec not in self._model_path:
+            from hpc_forget.models import resolve_model_spec
+
+            def texts() -> list[str]:
+                # The tiny preset's tokenizer is trained on the study's own training texts
+                # (seed 0 subsample: one tokenizer per study, whatever the run seed).
+                return [
+                    " ".join(ex.words)
+                    for loc in self.cfg.data.languages
+                    for ex in self.splits(loc, 0).train
+                ]
+
+            self._model_path[spec] = resolve_model_spec(spec, texts_fn=texts, cache_dir=self.cache_dir)
+        return self._model_path[spec]
+
+    def tokenizer(self, path: str) -> Any:
+        if path not in self._tokenizer:
+            from hpc_forget.models import load_tokenizer
+
+            self._tokenizer[path] = load_tokenizer(path, cache_dir=self.cache_dir)
+        return self._tokenizer[path]
+
+    def encoded(self, path: str, locale: str, split: str, seed: int) -> tuple[Any, list[Any]]:
+        key = (path, locale, split, seed)
+        if key not in self._encoded:
+            from hpc_forget.data import LABELS
+            from hpc_forget.models import encode
+
+            examples = list(getattr(self.splits(locale, seed), split))
+            label2id = {lab: i for i, lab in enumerate(LABELS)}
+            enc = encode(examples, self.tokenizer(path), label2id, self.cfg.train.max_length)
+            self._encoded[key] = (enc, examples)
+        return self._encoded[key]
+
+
+def _concat(parts: list[tuple[Any, list[Any]]]) -> tuple[Any, list[Any]]:
+    """Concatenate encodings (MULTI trains and early-stops on all languages together)."""
+    if len(parts) == 1:
+        return parts[0]
+    import dataclasses
+
+    first = parts[0][0]
+    merged = {}
+    for f in dataclasses.fields(first):
+        vals = [getattr(p[0], f.name) for p in parts]
+        merged[f.name] = sum(vals) if isinstance(vals[0], int) else [x for v in vals for x in v]
+    return type(first)(**merged), [ex for p in parts for ex in p[1]]
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints of sequential chains
+
+
+def checkpoint_dir(cfg: ExperimentConfig, run_id: str) -> Path:
+    return Path(cfg.store) / "checkpoints" / run_id
+
+
+def _ckpt_path(cfg: ExperimentConfig, run_id: str, step: int) -> Path:
+    return checkpoint_dir(cfg, run_id) / f"step-{step:06d}.pt"
+
+
+def save_checkpoint(model: torch.nn.Module, cfg: ExperimentConfig, run_id: str, step: int) -> None:
+    """Trainable weights after ``step`` (atomic); older checkpoints but the previous are removed."""
+    path = _ckpt_path(cfg, run_id, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in path.parent.glob("step-*.pt"):
+        if int(old.stem.split("-")[1]) < step - 1:
+            old.unlink(missing_ok=True)
+
+
+def load_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def latest_checkpoint(cfg: ExperimentConfig, run_id: str, before: int) -> tuple[int, Path] | None:
+    """The newest checkpoint of a step < ``before``, if any."""
+    best: tuple[int, Path] | None = None
+    folder = checkpoint_dir(cfg, run_id)
+    if not folder.is_dir():
+        return None
+    for p in folder.glob("step-*.pt"):
+        try:
+            s = int(p.stem.split("-")[1])
+        except ValueError:
+            continue
+        if s < before and (best is None or s > best[0]):
+            best = (s, p)
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# running
+
+
+def _fresh_model(ws: Workspace, task: Task, seed: int) -> tuple[torch.nn.Module, str]:
+    from hpc_forget.data import LABELS
+    from hpc_forget.models import add_lora, load_model
+
+    path = ws.model_path(task.key.model, task.key.seed)
+    seed_everything(seed)
+    model = load_model(path, list(LABELS), cache_dir=ws.cache_dir, seed=seed)
+    if task.key.rank:
+        model = add_lora(model, task.key.rank, dropout=ws.cfg.train.lora_dropout)
+    return model, path
+
+
+def _run_step(
+    ws: Workspace,
+    task: Task,
+    model: torch.nn.Module,
+    path: str,
+    step: int,
+    store: Store,
+    *,
+    should_stop: Callable[[], bool],
+    progress: bool,
+) -> None:
+    from hpc_forget.data import LABELS
+
+    cfg, key = ws.cfg, task.key
+    tc = cfg.train
+    seed = step_seed(key.seed, step)
+    hyper = step_hyper(key.method, key.rank, tc)
+    train_langs = trained_languages(task.kind, task.steps, task.languages, step)
+    test_langs = evaluated_languages(task.kind, task.languages, step)
+    train_enc, _ = _concat([ws.encoded(path, loc, "train", key.seed) for loc in train_langs])
+    dev_enc, dev_ex = _concat([ws.encoded(path, loc, "dev", key.seed) for loc in train_langs])
+    tok = ws.tokenizer(path)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    accelerator = make_accelerator(tc.precision)
+    seed_everything(seed)
+    t0 = time.perf_counter()
+    result = train_step(
+        model,
+        StepData(train=train_enc, dev=dev_enc, dev_examples=dev_ex),
+        accelerator=accelerator,
+        labels=LABELS,
+        lr=hyper.lr,
+        max_epochs=hyper.max_epochs,
+        patience=hyper.patience,
+        batch_size=tc.batch_size,
+        eval_batch_size=tc.eval_batch_size,
+        weight_decay=tc.weight_decay,
+        warmup_ratio=tc.warmup_ratio,
+        max_grad_norm=tc.max_grad_norm,
+        pad_id=pad_id,
+        pad_multiple=tc.pad_multiple,
+        seed=seed,
+        should_stop=should_stop,
+        progress=progress,
+    )
+    from hpc_forget.evaluation import predict_words, score_examples
+
+    t_eval = time.perf_counter()
+    scores: dict[str, float] = {}
+    dropped = 0
+    for loc in test_langs:
+        enc, examples = ws.encoded(path, loc, "test", key.seed)
+        pred = predict_words(
+            model,
+            enc,
+            batch_size=tc.eval_batch_size,
+            pad_id=pad_id,
+            pad_multiple=tc.pad_multiple,
+            device=accelerator.device,
+            autocast=accelerator.autocast,
+        )
+        scores[loc], d = score_examples(examples, pred, LABELS)
+        dropped += d
+    eval_s = time.perf_counter() - t_eval
+    meta = {
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_dev_f1": result.best_dev_f1,
+        "wall_time_s": time.perf_counter() - t0,
+        "train_time_s": result.wall_time_s,
+        "eval_time_s": eval_s,
+        "train_examples_per_s": result.train_examples_per_s,
+        "train_examples": len(train_enc.input_ids),
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "lr": hyper.lr,
+        "max_epochs": hyper.max_epochs,
+        "patience": hyper.patience,
+        "step_seed": seed,
+        "trained": ",".join(train_langs),
+        "train_loss": result.train_loss,
+        "truncated_words": dropped,
+    }
+    store.put_step(
+        task.run_id,
+        step,
+        scores=scores,
+        dev_curve=result.dev_curve,
+        meta=meta,
+        provenance=provenance(),
+    )
+    test_avg = sum(scores.values()) / len(scores)
+    log.info(
+        "%s step %d/%d (%s): %d epochs (best %d), dev F1 %.3f, test F1 %.3f over %d language(s), %.1f s",
+        task.task_id,
+        step + 1,
+        len(task.steps),
+        "+".join(train_langs) if len(train_langs) <= 3 else f"{len(train_langs)} languages",
+        result.epochs_run,
+        result.best_epoch,
+        result.best_dev_f1,
+        test_avg,
+        len(scores),
+        meta["wall_time_s"],
+    )
+
+
+def register_run(task: Task, cfg: ExperimentConfig, store: Store) -> None:
+    from hpc_forget.data import LABELS
+
+    store.put_run(
+        task.run_id,
+        key=task.key.as_dict(),
+        kind=task.kind,
+        languages=list(task.languages),
+        steps=list(task.steps),
+        labels=list(LABELS),
+        config=config_to_dict(cfg),
+    )
+
+
+def run_task(
+    task: Task,
+    cfg: ExperimentConfig,
+    store: Store,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: bool = False,
+    workspace: Workspace | None = None,
+) -> int:
+    """Run the steps of ``task`` that the store does not hold yet; returns how many ran.
+
+    Raises Preempted when ``should_stop()`` turns true; what is in the store and the last
+    checkpoint stay consistent, so running the task again resumes.
+    """
+    ws = workspace or Workspace(cfg)
+    register_run(task, cfg, store)
+    done = store.done_steps(task.run_id)
+    todo = [i for i in task.step_indices if i not in done]
+    if not todo:
+        return 0
+    ran = 0
+    if task.kind == "sequential":
+        first = todo[0]
+        found = latest_checkpoint(cfg, task.run_id, first)
+        start = found[0] + 1 if found else 0
+        model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1))
+        if found:
+            load_checkpoint(model, found[1])
+        if start < first:
+            log.info("%s: checkpoint of step %d missing, recomputing from step %d", task.task_id, first, start)
+        for step in range(start, len(task.steps)):
+            if should_stop():
+                raise Preempted(f"{task.task_id}: stopped before step {step}")
+            # A step already in the store is recomputed only to rebuild the weights of a
+            # missing checkpoint; put_step is idempotent.
+            _run_step(ws, task, model, path, step, store, should_stop=should_stop, progress=progress)
+            save_checkpoint(model, cfg, task.run_id, step)
+            ran += 1
+        return ran
+    for step in todo:
+        if should_stop():
+            raise Preempted(f"{task.task_id}: stopped before step {step}")
+        model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1 - step))
+        _run_step(ws, task, model, path, step, store, should_stop=should_stop, progress=progress)
+        ran += 1
+    return ran
+
+
+def run_config(
+    cfg: ExperimentConfig,
+    *,
+    tasks: list[Task] | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Execute the plan on this machine, without Slurm. Returns {task_id: steps run}."""
+    store = Store(cfg.store)
+    store.check_writable()  # a read-only store is an error before any training
+    tasks = plan(cfg) if tasks is None else tasks
+    ws = Workspace(cfg)
+    out: dict[str, int] = {}
+    items = tasks
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(tasks, desc="tasks")
+    for task in items:
+        t0 = time.perf_counter()
+        out[task.task_id] = run_task(task, cfg, store, workspace=ws, progress=progress)
+        if out[task.task_id]:
+            log.info(
+                "%s (%s): %d step(s) in %.1f s",
+                task.task_id,
+                DISPLAY_NAME[task.key.method],
+                out[task.task_id],
+                time.perf_counter() - t0,
+            )
+    return out
+
+
+def run_study(spec: str, *, overrides: dict[str, Any] | None = None, progress: bool = True) -> str:
+    """`hpc-forget run`: load a config, run what the store lacks, return the printed summary."""
+    from hpc_forget.config import load_config
+    from hpc_forget.summary import format_summary
+
+    cfg = load_config(spec, overrides=overrides)
+    t0 = time.perf_counter()
+    ran = run_config(cfg, progress=progress)
+    steps = sum(ran.values())
+    head = (
+        f"{cfg.name}: {len(ran)} tasks, {steps} step(s) trained in {time.perf_counter() - t0:.1f} s"
+        f" (steps already in the store were skipped); store: {cfg.store}"
+    )
+    tasks = plan(cfg)
+    return head + "\n\n" + format_summary(Store(cfg.store), {t.run_id for t in tasks})

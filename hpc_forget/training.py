@@ -1,0 +1,176 @@
+"""The training loop of one step: Accelerate, length-grouped batches, early stopping on dev F1.
+
+Written to be fast on GPUs where MASSIVE's short utterances make launches and syncs the cost:
+batches are grouped by length and padded to a multiple of 8 (few distinct shapes); the loss is
+accumulated on the device and read once per epoch; the only other host sync per epoch is the
+dev evaluation. The best epoch's trainable weights are kept on the device and restored at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from hpc_forget.batching import collate, train_batches
+from hpc_forget.evaluation import predict_words, score_examples
+
+log = logging.getLogger("hpc_forget")
+
+
+class Preempted(Exception):
+    """should_stop() turned true: the step was abandoned; the store and checkpoints are intact."""
+
+
+@dataclass
+class StepData:
+    """Encoded training and dev data of a step, with the dev examples for word-level scoring."""
+
+    train: Any  # models.Encoded
+    dev: Any
+    dev_examples: Sequence[Any]
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    best_epoch: int  # 1-based; 0 when no epoch improved on the start
+    best_dev_f1: float
+    dev_curve: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    train_examples_per_s: float = 0.0
+
+
+def mixed_precision(precision: str) -> str:
+    """'bf16' on a CUDA device that supports it (or when asked), else 'no' (fp32)."""
+    if precision == "bf16":
+        return "bf16"
+    if precision == "fp32":
+        return "no"
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def make_accelerator(precision: str) -> Accelerator:
+    """An in-code Accelerator (never reads a user's accelerate config file)."""
+    return Accelerator(mixed_precision=mixed_precision(precision), cpu=not torch.cuda.is_available())
+
+
+def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def train_step(
+    model: torch.nn.Module,
+    data: StepData,
+    *,
+    accelerator: Accelerator,
+    labels: Sequence[str],
+    lr: float,
+    max_epochs: int,
+    patience: int,
+    batch_size: int,
+    eval_batch_size: int,
+    weight_decay: float,
+    warmup_ratio: float,
+    max_grad_norm: float,
+    pad_id: int,
+    pad_multiple: int,
+    seed: int,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``model`` in place on one step's data; leave it holding the best epoch's weights."""
+    from transformers import get_linear_schedule_with_warmup
+
+    device = accelerator.device
+    params = _trainable(model)
+    decay = [p for n, p in params if p.ndim > 1 and "LayerNorm" not in n]
+    no_decay = [p for n, p in params if not (p.ndim > 1 and "LayerNorm" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+    )
+    lengths = [len(x) for x in data.train.input_ids]
+    n_batches = -(-len(lengths) // batch_size)
+    total = max(1, n_batches * max_epochs)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total), total)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    def dev_f1() -> float:
+        pred = predict_words(
+            model,
+            data.dev,
+            batch_size=eval_batch_size,
+            pad_id=pad_id,
+            pad_multiple=pad_multiple,
+            device=device,
+            autocast=accelerator.autocast,
+        )
+        return score_examples(data.dev_examples, pred, labels)[0]
+
+    best_f1 = -1.0
+    best_epoch = 0
+    best_state = [p.detach().clone() for _, p in params]
+    curve: list[float] = []
+    losses: list[float] = []
+    since_best = 0
+    seen = 0
+    t0 = time.perf_counter()
+    epochs = range(1, max_epochs + 1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc="epochs", leave=False)
+    epoch = 0
+    for epoch in epochs:
+        if should_stop():
+            raise Preempted(f"stopped before epoch {epoch}")
+        model.train()
+        running = torch.zeros((), device=device)
+        for idx in train_batches(lengths, batch_size, seed=seed * 100_003 + epoch):
+            batch = collate(
+                data.train.input_ids, data.train.labels, idx, pad_id=pad_id, pad_multiple=pad_multiple
+            )
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.autocast():
+                loss = model(**batch).loss
+            accelerator.backward(loss)
+            if max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += loss.detach()
+            seen += len(idx)
+        f1 = dev_f1()  # host sync, once per epoch
+        curve.append(f1)
+        losses.append(float(running) / max(1, n_batches))
+        if f1 > best_f1:
+            best_f1, best_epoch, since_best = f1, epoch, 0
+            for keep, (_, p) in zip(best_state, params, strict=True):
+                keep.copy_(p.detach())
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    with torch.no_grad():
+        for keep, (_, p) in zip(best_state, params, strict=True):
+            p.copy_(keep)
+    wall = time.perf_counter() - t0
+    return TrainResult(
+        epochs_run=epoch,
+        best_epoch=best_epoch,
+        best_dev_f1=best_f1,
+        dev_curve=curve,
+        train_loss=losses,
+        wall_time_s=wall,
+        train_examples_per_s=seen / wall if wall > 0 else 0.0,
+    )
