@@ -97,7 +97,7 @@ SAMPLE_SIZES: dict[str, dict[str, int]] = {
 
 _SLOT_SET = frozenset(SLOT_TYPES)
 _SPLIT_ALIASES = {"train": "train", "dev": "dev", "validation": "dev", "test": "test"}
-_SKIP_HINT = "fix the row or pass --skip-invalid"
+_SKIP_HINT = "fix the row, or set data.skip_invalid: true to skip invalid rows"
 _CHAR_WORD = re.compile(r"[^\s\x80-\U0010ffff]+|\S")  # an ASCII run, or one non-ASCII char
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
@@ -744,7 +744,7 @@ def prepare_splits(
         if missing_train == "error":
             raise DataError(
                 f"{corpus.source}: locale {locale} has no train split — set "
-                "missing_train: split-dev to train on part of its dev split, or drop the locale"
+                "data.missing_train: split-dev to train on part of its dev split, or drop the locale"
             )
         if len(dev) < 2 or dev_fraction_for_train >= 1:
             raise DataError(

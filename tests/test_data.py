@@ -30,7 +30,7 @@ from hpc_forget.data import (
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "massive"  # hand-written ja-JP / zh-CN rows
-HINT = " — fix the row or pass --skip-invalid"
+HINT = " — fix the row, or set data.skip_invalid: true to skip invalid rows"
 
 
 @pytest.fixture(scope="module")
@@ -558,7 +558,7 @@ def test_prepare_splits(samples) -> None:
     with pytest.raises(DataError) as err:
         prepare_splits(samples, "de-DE")
     assert str(err.value) == (
-        "samples: locale de-DE has no train split — set missing_train: split-dev to train on "
+        "samples: locale de-DE has no train split — set data.missing_train: split-dev to train on "
         "part of its dev split, or drop the locale"
     )
     de = prepare_splits(samples, "sw-KE", missing_train="split-dev", seed=1)
