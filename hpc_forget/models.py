@@ -1,0 +1,945 @@
+"""Models: tokenizer/model loading, tiny models, sub-word label alignment, LoRA, parameter counts.
+
+See docs/models.md. Everything that touches the Hugging Face Hub goes through `load_tokenizer`,
+`load_model`, `load_config` and `prefetch_model`; every user-facing failure is a one-line
+`ModelError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # heavy imports stay lazy where the module is only imported for a name
+    from peft import PeftModel
+    from transformers import (
+        PretrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        XLMRobertaConfig,
+    )
+
+log = logging.getLogger(__name__)
+
+PRESETS: dict[str, str] = {
+    "xlm-roberta-base": "FacebookAI/xlm-roberta-base",
+    "multilingual-e5-base": "intfloat/multilingual-e5-base",
+}
+TINY = "tiny"  # the preset that builds a tiny model from the run's own training texts
+
+# The public config.json of xlm-roberta-base (multilingual-e5-base has the same shapes), so
+# that `params` and planning work with no download.
+XLMR_BASE_CONFIG: dict[str, Any] = {
+    "vocab_size": 250002,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
+
+_TINY_FORMAT = 1  # bump when build_tiny's output changes, so cached tiny models are rebuilt
+_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # XLM-R ids 0..3; <mask> is the last id
+
+
+class ModelError(ValueError):
+    """A one-line, user-facing problem with a model spec, a model folder or a tokenizer."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs, presets and offline mode
+# ---------------------------------------------------------------------------------------------
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def hub_id(spec: str) -> str:
+    """The hub id or path a spec stands for (a preset name becomes its hub id)."""
+    return PRESETS.get(spec, spec)
+
+
+def is_offline() -> bool:
+    """True when HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set now (or was at import)."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return env.strip().upper() in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """True for specs that can only be paths ("/x", "./x", "~/x", "a/b/c"), not hub ids."""
+    return spec.startswith(("/", ".", "~")) or "\\" in spec or not _HUB_ID.match(spec)
+
+
+def _local_dir(spec: str) -> Path | None:
+    """The folder a spec names, None for a hub id; ModelError for a path that does not exist."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelError(
+            f"model path '{spec}' is a file, not a folder: point at the folder that holds "
+            "config.json and the weights"
+        )
+    if _looks_like_path(spec):
+        raise ModelError(
+            f"model path '{spec}' does not exist: check the path, or use a hub id such as "
+            f"{PRESETS['xlm-roberta-base']!r} or a preset ({', '.join(sorted(PRESETS))})"
+        )
+    return None
+
+
+def _cache_name(cache_dir: str | os.PathLike | None) -> str:
+    if cache_dir is not None:
+        return str(cache_dir)
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _not_offline_message(name: str, reason: str) -> str:
+    return (
+        f"model '{name}' is not available offline ({reason}): fetch it once on a login node "
+        f"with `hpc-forget prefetch CONFIG --cache DIR` (or `huggingface-cli download {name}`)"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__).rstrip(".")
+
+
+def _resolve_source(
+    spec: str, *, cache_dir: str | os.PathLike | None, revision: str | None
+) -> tuple[str, bool]:
+    """Where from_pretrained should read `spec`: (path or hub id, is_local).
+
+    In offline mode a hub id is resolved to its snapshot folder in the cache first, so that a
+    missing model fails at once (transformers would otherwise still probe the network for
+    optional files) and loading never touches the network.
+    """
+    if spec == TINY:
+        raise ModelError(
+            "the 'tiny' preset is built from the run's own training texts: call "
+            "resolve_model_spec('tiny', texts_fn=..., cache_dir=...) and load the folder it returns"
+        )
+    if spec not in PRESETS and (local := _local_dir(spec)) is not None:
+        return str(local), True
+    name = hub_id(spec)
+    if is_offline():
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            path = snapshot_download(
+                name, cache_dir=cache_dir, revision=revision, local_files_only=True
+            )
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            reason = f"HF_HUB_OFFLINE is set and it is not in the cache {_cache_name(cache_dir)}"
+            if revision:
+                reason += f" at revision {revision}"
+            raise ModelError(_not_offline_message(name, reason)) from None
+        return str(path), True
+    return name, False
+
+
+def _load_failed(spec: str, source: str, is_local: bool, exc: BaseException) -> ModelError:
+    name = hub_id(spec)
+    if is_local:
+        return ModelError(
+            f"cannot load model folder '{source}' ({_first_line(exc)}): point at a folder "
+            "written by save_pretrained (config.json, weights, tokenizer files)"
+        )
+    return ModelError(
+        f"cannot load model '{name}' from the Hugging Face Hub ({_first_line(exc)}): check the "
+        "id and revision; on nodes without internet set HF_HUB_OFFLINE=1 and fetch it once on "
+        f"a login node with `hpc-forget prefetch CONFIG --cache DIR` (or `huggingface-cli "
+        f"download {name}`)"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' progress bars and load reports; restore the settings after."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(
+    spec: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+) -> PreTrainedTokenizerBase:
+    """Load the (fast) tokenizer of a hub id, a local folder or a preset.
+
+    A folder holding only a SentencePiece `sentencepiece.bpe.model` (no tokenizer_config.json,
+    no config.json) is read as an XLM-R tokenizer.
+    """
+    from transformers import AutoTokenizer, XLMRobertaTokenizerFast
+
+    source, is_local = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
+    cls: Any = AutoTokenizer
+    folder = Path(source)
+    if (
+        is_local
+        and not (folder / "tokenizer_config.json").exists()
+        and not (folder / "config.json").exists()
+        and (folder / "sentencepiece.bpe.model").exists()
+    ):
+        cls = XLMRobertaTokenizerFast
+    kwargs: dict[str, Any] = {} if is_local else {"cache_dir": cache_dir, "revision": revision}
+    try:
+        with _quiet_transformers():
+            tok = cls.from_pretrained(source, **kwargs)
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_failed(spec, source, is_local, exc) from None
+    if not tok.is_fast:
+        raise ModelError(
+            f"tokenizer of '{spec}' is not a fast tokenizer: label alignment needs word_ids(); "
+            "install `tokenizers` and use a model with a tokenizer.json"
+        )
+    return tok
+
+
+def load_model(
+    spec: str,
+    labels: Sequence[str],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """A token-classification model with a fresh classifier for `labels`.
+
+    The classifier head is initialised under `torch.manual_seed(seed)` inside a forked RNG, so
+    it is the same for the same seed and the caller's RNG state is left alone.
+    """
+    from transformers import AutoModelForTokenClassification
+
+    labels = list(labels)
+    if not labels or len(set(labels)) != len(labels):
+        raise ModelError(
+            f"labels for model '{spec}' must be a non-empty list without duplicates "
+            f"(got {len(labels)}, {len(set(labels))} distinct): pass the dataset's label map"
+        )
+    source, is_local = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
+    kwargs: dict[str, Any] = {} if is_local else {"cache_dir": cache_dir, "revision": revision}
+    try:
+        with torch.random.fork_rng(devices=[]), _quiet_transformers():
+            torch.manual_seed(seed)
+            model, info = AutoModelForTokenClassification.from_pretrained(
+                source,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                ignore_mismatched_sizes=True,  # a saved classifier of another size is replaced
+                output_loading_info=True,
+                **kwargs,
+            )
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_failed(spec, source, is_local, exc) from None
+
+    def encoder_keys(kind: str) -> list[str]:
+        keys = (k[0] if isinstance(k, tuple) else k for k in info.get(kind, ()))
+        return sorted(k for k in keys if not k.startswith("classifier."))
+
+    for kind, what in (("missing_keys", "missing from"), ("mismatched_keys", "mis-shaped in")):
+        if keys := encoder_keys(kind):
+            log.warning(
+                "model '%s': %d encoder weights are %s the checkpoint and were randomly "
+                "initialised (%s%s)",
+                spec,
+                len(keys),
+                what,
+                ", ".join(keys[:3]),
+                ", ..." if len(keys) > 3 else "",
+            )
+    return model
+
+
+def load_config(
+    spec: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+    num_labels: int | None = None,
+) -> PretrainedConfig:
+    """The model config of a spec; presets and "tiny" come from built-in values (no download)."""
+    from transformers import AutoConfig, XLMRobertaConfig
+
+    extra = {} if num_labels is None else {"num_labels": num_labels}
+    if spec in PRESETS:
+        return XLMRobertaConfig(**XLMR_BASE_CONFIG, **extra)
+    if spec == TINY:
+        return tiny_config(4000, num_labels or 2)
+    source, is_local = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
+    kwargs: dict[str, Any] = {} if is_local else {"cache_dir": cache_dir, "revision": revision}
+    try:
+        with _quiet_transformers():
+            return AutoConfig.from_pretrained(source, **kwargs, **extra)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_failed(spec, source, is_local, exc) from None
+
+
+def prefetch_model(
+    spec: str, *, cache_dir: str | os.PathLike | None = None, revision: str | None = None
+) -> str:
+    """Download a hub model's config, tokenizer and safetensors weights into the cache.
+
+    Returns the local folder. Local paths and "tiny" need nothing and are returned as they are.
+    """
+    if spec == TINY:
+        return spec
+    local = None if spec in PRESETS else _local_dir(spec)
+    if local is not None:
+        return str(local)
+    from huggingface_hub import snapshot_download
+
+    name = hub_id(spec)
+    if is_offline():
+        raise ModelError(
+            f"cannot prefetch model '{name}': HF_HUB_OFFLINE is set; unset it on a node with "
+            "internet (a login node) and run the prefetch there"
+        )
+    try:
+        return snapshot_download(
+            name,
+            cache_dir=cache_dir,
+            revision=revision,
+            allow_patterns=[
+                "config.json",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+                "sentencepiece.bpe.model",
+                "*.safetensors",
+                "*.safetensors.index.json",
+            ],
+        )
+    except Exception as exc:  # noqa: BLE001 - any hub failure becomes one line
+        raise ModelError(
+            f"cannot prefetch model '{name}' ({_first_line(exc)}): check the id and revision, "
+            "and run the prefetch on a node with internet (a login node)"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny models
+# ---------------------------------------------------------------------------------------------
+
+
+def tiny_config(
+    vocab_size: int,
+    num_labels: int,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: int = 128,
+    max_positions: int = 130,
+) -> XLMRobertaConfig:
+    """An XLM-R config of toy size (max_positions = max_length + 2: XLM-R positions start at 2)."""
+    from transformers import XLMRobertaConfig
+
+    if hidden % heads:
+        raise ModelError(
+            f"tiny model hidden size {hidden} is not a multiple of heads {heads}: "
+            "choose hidden = k * heads"
+        )
+    return XLMRobertaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_positions,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=num_labels,
+    )
+
+
+def _canonical_texts(texts: Iterable[str]) -> list[str]:
+    return sorted({t for t in texts if t and t.strip()})
+
+
+def _canonical_vocab(pieces: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Make a trained Unigram vocabulary bit-for-bit reproducible.
+
+    `tokenizers`' Unigram trainer returns the same pieces for the same input, but (a) scores
+    differ in the last bits between runs (hash-ordered float sums) and (b) rare characters that
+    EM pruned are appended with scores min_score + k*1e-4 in hash order. We round scores to
+    5 decimals, give every single character in the bottom band one common score (they are only
+    used where no longer piece covers a character, so their order does not matter), and sort
+    by (score desc, piece).
+    """
+    lowest = min(score for _, score in pieces)
+    floor = round(lowest, 3) - 0.01
+    out = []
+    for piece, score in pieces:
+        if len(piece) == 1 and score < lowest + 0.05:
+            out.append((piece, floor))
+        else:
+            out.append((piece, round(score, 5)))
+    return sorted(out, key=lambda ps: (-ps[1], ps[0]))
+
+
+def train_tokenizer(
+    texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int = 4000
+) -> PreTrainedTokenizerBase:
+    """Train an XLM-R-style SentencePiece Unigram tokenizer on `texts`; save it to `out_dir`.
+
+    Whitespace split + Metaspace ("▁", always prepended) like XLM-R, no normaliser; ids
+    <s>=0 <pad>=1 </s>=2 <unk>=3, <mask> last. `vocab_size` is an upper bound (Unigram may
+    stop short on small data). The input is deduplicated and sorted, and the result is
+    canonicalised, so the same texts give byte-identical files.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import XLMRobertaTokenizerFast
+
+    corpus = _canonical_texts(texts)
+    if not corpus:
+        raise ModelError(
+            "no texts to train the tiny tokenizer on: give build_tiny/train_tokenizer "
+            "the training utterances"
+        )
+    trainer_tok = Tokenizer(models.Unigram())
+    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+        ]
+    )
+    trainer = trainers.UnigramTrainer(
+        vocab_size=max(vocab_size - 1, len(_SPECIALS) + 1),  # room for <mask>
+        special_tokens=list(_SPECIALS),
+        unk_token="<unk>",
+        show_progress=False,
+    )
+    trainer_tok.train_from_iterator(corpus, trainer)
+    trained = json.loads(trainer_tok.to_str())["model"]["vocab"]
+    pieces = [(p, float(s)) for p, s in trained if p not in _SPECIALS and p != "<mask>"]
+    vocab = [(s, 0.0) for s in _SPECIALS] + _canonical_vocab(pieces) + [("<mask>", 0.0)]
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with _quiet_transformers():
+        tok = XLMRobertaTokenizerFast(vocab=vocab, model_max_length=512)
+        tok.save_pretrained(str(out))
+        return XLMRobertaTokenizerFast.from_pretrained(str(out))
+
+
+def build_tiny(
+    texts: Iterable[str],
+    out_dir: str | os.PathLike,
+    labels: Sequence[str],
+    seed: int = 0,
+    *,
+    vocab_size: int = 4000,
+    **cfg: int,
+) -> Path:
+    """Write a complete local model folder: tokenizer trained on `texts`, tiny XLM-R config,
+    random-init encoder weights (under `seed`). `cfg` goes to `tiny_config` (hidden, layers,
+    heads, intermediate, max_positions). The classifier is not saved: `load_model` adds one.
+    """
+    from transformers import XLMRobertaModel
+
+    out = Path(out_dir)
+    corpus = _canonical_texts(texts)
+    tok = train_tokenizer(corpus, out, vocab_size=vocab_size)
+    labels = list(labels)
+    config = tiny_config(len(tok), len(labels), **cfg)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    tok.model_max_length = config.max_position_embeddings - 2
+    with torch.random.fork_rng(devices=[]), _quiet_transformers():
+        torch.manual_seed(seed)
+        model = XLMRobertaModel(config, add_pooling_layer=False)
+        model.save_pretrained(str(out))
+        tok.save_pretrained(str(out))
+    info = {
+        "format": _TINY_FORMAT,
+        "seed": seed,
+        "vocab_size_requested": vocab_size,
+        "vocab_size": len(tok),
+        "n_texts": len(corpus),
+        "texts_sha256": _texts_digest(corpus),
+        "config": {k: v for k, v in sorted(cfg.items())},
+    }
+    (out / "hpc_forget_tiny.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def _texts_digest(corpus: list[str]) -> str:
+    return hashlib.sha256(json.dumps(corpus, ensure_ascii=False).encode()).hexdigest()
+
+
+def tiny_key(
+    texts: Iterable[str], labels: Sequence[str] = ("O",), *, vocab_size: int = 4000, **cfg: int
+) -> str:
+    """12 hex digits identifying a tiny model built from these texts, labels and settings."""
+    blob = json.dumps(
+        {
+            "format": _TINY_FORMAT,
+            "texts": _texts_digest(_canonical_texts(texts)),
+            "labels": list(labels),
+            "vocab_size": vocab_size,
+            "cfg": dict(sorted(cfg.items())),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def resolve_model_spec(
+    spec: str,
+    *,
+    texts_fn: Callable[[], Iterable[str]],
+    cache_dir: str | os.PathLike,
+    labels: Sequence[str] = ("O",),
+    vocab_size: int = 4000,
+    **cfg: int,
+) -> str:
+    """A spec `load_model`/`load_tokenizer` can load.
+
+    "tiny" builds (once) a tiny model from `texts_fn()` into <cache_dir>/tiny-<hash> and
+    returns that folder; the hash covers the texts, labels and settings. The build goes to a
+    temporary folder renamed into place, so concurrent workers never see half a model.
+    Presets become hub ids; paths get "~" expanded; anything else is returned unchanged.
+    """
+    if spec != TINY:
+        name = hub_id(spec)
+        return str(Path(name).expanduser()) if name.startswith("~") else name
+    texts = _canonical_texts(texts_fn())
+    key = tiny_key(texts, labels, vocab_size=vocab_size, **cfg)
+    root = Path(cache_dir).expanduser()
+    final = root / f"tiny-{key}"
+    if (final / "config.json").exists():
+        return str(final)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tiny-{key}-", dir=root))
+    try:
+        build_tiny(texts, tmp, labels, vocab_size=vocab_size, **cfg)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "config.json").exists():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(final)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sub-word label alignment
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Encoded:
+    """Tokenised examples with word-level labels on the first sub-word of each word.
+
+    `labels[i][k]` is the label id at sub-word k, -100 on specials and non-first sub-words.
+    The positions with a label, in order, are words 0, 1, ... of example i; there are fewer
+    than `n_words[i]` only when the example was truncated (`truncated` counts those).
+    `empty_words` counts words the tokenizer turned into no sub-word at all (e.g. a lone
+    zero-width space): they were encoded as the unknown token so they still have a position.
+    """
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    n_words: list[int]
+    truncated: int = 0
+    empty_words: int = 0
+    truncated_words: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _empty_words(words: set[str], tokenizer: PreTrainedTokenizerBase) -> set[str]:
+    """The words that the tokenizer maps to zero sub-words (one batched call)."""
+    uniq = sorted(words)
+    if not uniq:
+        return set()
+    enc = tokenizer(
+        [[w] for w in uniq],
+        is_split_into_words=True,
+        add_special_tokens=False,
+        return_attention_mask=False,
+    )
+    return {w for w, ids in zip(uniq, enc["input_ids"], strict=True) if not ids}
+
+
+def encode(
+    examples: Sequence[Any],
+    tokenizer: PreTrainedTokenizerBase,
+    label2id: Mapping[str, int],
+    max_length: int = 128,
+) -> Encoded:
+    """Tokenise word-split examples (`.words`, `.tags`) and align BIO tags to sub-words.
+
+    One batched fast-tokenizer call with `is_split_into_words=True`; the label of a word goes
+    on its first sub-word, -100 everywhere else. Words that yield no sub-word (e.g. a lone
+    zero-width space under XLM-R's normaliser) are replaced by the tokenizer's unknown token,
+    so every word keeps exactly one scored position unless truncation cut it.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(
+            "encode needs a fast tokenizer (word_ids()): load it with load_tokenizer, which "
+            "returns one"
+        )
+    batch = [list(ex.words) for ex in examples]
+    for ex, words in zip(examples, batch, strict=True):
+        if len(ex.tags) != len(words):
+            raise ModelError(
+                f"example {getattr(ex, 'id', '?')!s} has {len(words)} words but "
+                f"{len(ex.tags)} tags: fix the data (one BIO tag per word)"
+            )
+
+    def tokenize(rows: list[list[str]]) -> tuple[list[list[int]], list[list[int | None]]]:
+        enc = tokenizer(
+            rows,
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+            return_attention_mask=False,
+        )
+        return enc["input_ids"], [enc.word_ids(i) for i in range(len(rows))]
+
+    input_ids, word_ids = tokenize(batch)
+    # A word without a position was either cut by truncation or tokenised to nothing. Only
+    # those examples are looked at again: their unplaced words are tested one by one, words
+    # that give no sub-word become the unknown token, and the example is tokenised again.
+    unplaced: dict[int, list[int]] = {}
+    for i, wids in enumerate(word_ids):
+        present = {w for w in wids if w is not None}
+        if len(present) < len(batch[i]):
+            unplaced[i] = [j for j in range(len(batch[i])) if j not in present]
+    n_empty = 0
+    if unplaced:
+        empty = _empty_words({batch[i][j] for i, js in unplaced.items() for j in js}, tokenizer)
+        redo = []
+        for i, js in unplaced.items():
+            hits = [j for j in js if batch[i][j] in empty]
+            for j in hits:
+                batch[i][j] = tokenizer.unk_token
+            if hits:
+                n_empty += len(hits)
+                redo.append(i)
+        if redo:
+            again_ids, again_wids = tokenize([batch[i] for i in redo])
+            for k, i in enumerate(redo):
+                input_ids[i], word_ids[i] = again_ids[k], again_wids[k]
+    all_labels: list[list[int]] = []
+    truncated = truncated_words = 0
+    for i, ex in enumerate(examples):
+        tags = ex.tags
+        row: list[int] = []
+        previous = None
+        scored = 0
+        for word in word_ids[i]:
+            if word is None or word == previous:
+                row.append(-100)
+            else:
+                tag = tags[word]
+                try:
+                    row.append(label2id[tag])
+                except KeyError:
+                    raise ModelError(
+                        f"tag '{tag}' of example {getattr(ex, 'id', '?')!s} is not in the "
+                        "label map: use the dataset's label list (data.LABELS)"
+                    ) from None
+                scored += 1
+            previous = word
+        all_labels.append(row)
+        if scored < len(tags):
+            truncated += 1
+            truncated_words += len(tags) - scored
+    return Encoded(
+        input_ids=input_ids,
+        labels=all_labels,
+        n_words=[len(ex.words) for ex in examples],
+        truncated=truncated,
+        empty_words=n_empty,
+        truncated_words=truncated_words,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA
+# ---------------------------------------------------------------------------------------------
+
+
+def lora_targets(model: nn.Module, *, include_pooler: bool = False) -> list[str]:
+    """Names of the nn.Linear modules LoRA goes on: every linear layer inside the encoder
+    (query, key, value, attention output dense, intermediate dense, output dense), and the
+    pooler's dense layer when asked. Never the token classifier."""
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        parts = name.split(".")
+        if "encoder" in parts or (include_pooler and "pooler" in parts):
+            names.append(name)
+    return names
+
+
+def add_lora(
+    model: PreTrainedModel, rank: int, *, dropout: float = 0.1, seed: int | None = None
+) -> PeftModel:
+    """Wrap `model` (in place) with one LoRA adapter of rank `rank` (alpha = rank, bias none)
+    on every encoder linear layer; the classifier trains alongside as a per-adapter copy
+    (`modules_to_save`). Only LoRA and the classifier are trainable. `seed`, when given, fixes
+    the LoRA A initialisation without touching the caller's RNG state."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+        raise ModelError(
+            f"LoRA rank must be a positive integer (got {rank!r}): rank 0 means full "
+            "fine-tuning, so do not add LoRA"
+        )
+    targets = lora_targets(model)
+    if not targets:
+        raise ModelError(
+            f"no linear layers under an 'encoder' module in {type(model).__name__}: "
+            "LoRA placement supports BERT-style encoders (XLM-R, E5)"
+        )
+    config = LoraConfig(
+        task_type=TaskType.TOKEN_CLS,
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=dropout,
+        bias="none",
+        target_modules=targets,
+        modules_to_save=["classifier"],
+    )
+    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+    with rng, warnings.catch_warnings():
+        # PEFT calls a transformers property that transformers 5 deprecates: not our business
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        if seed is not None:
+            torch.manual_seed(seed)
+        return get_peft_model(model, config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter counts (paper Table 1)
+# ---------------------------------------------------------------------------------------------
+
+# Paper Table 1, "Params (M)" column (XLM-R base, 52 languages); keys: (method, rank).
+PAPER_TABLE1: dict[tuple[str, int], float] = {
+    ("multi", 0): 278.04,
+    ("multi", 32): 5.36,
+    ("multi", 64): 10.72,
+    ("multi", 256): 42.86,
+    ("mono", 0): 14458.27,
+    ("vanilla", 0): 278.04,
+    ("shared_lora", 32): 5.36,
+    ("shared_lora", 64): 10.72,
+    ("shared_lora", 256): 42.86,
+    ("nonshared_lora", 32): 278.04,
+    ("nonshared_lora", 64): 557.19,
+    ("nonshared_lora", 256): 2228.75,
+}
+DISPLAY = {
+    "multi": "MULTI",
+    "mono": "MONO",
+    "vanilla": "VANILLA",
+    "shared_lora": "SHARED LoRA",
+    "nonshared_lora": "NON-SHARED LoRA",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the parameter table (counts are plain parameter counts, not millions).
+
+    method: the config name (multi, mono, vanilla, shared_lora, nonshared_lora); `display`
+        is the paper's name. rank 0 = full fine-tuning.
+    models: how many independently trained copies the method has (52 for mono and
+        nonshared_lora with 52 languages, else 1).
+    paper: the paper's convention computed from the config (XLMRobertaModel with pooler;
+        LoRA on all its linear layers, pooler included; classifier not counted).
+    ours: what this implementation trains (token classification model: no pooler; LoRA on
+        the encoder linear layers; a hidden*L+L classifier in every trained copy).
+    published: the figure printed in the paper's Table 1 (millions), for the XLM-R base
+        shape with 52 languages only; None otherwise.
+    note: why `paper` and `published` disagree, if they do.
+    """
+
+    method: str
+    rank: int
+    display: str
+    models: int
+    paper: int
+    ours: int
+    published: float | None = None
+    note: str = ""
+
+    @property
+    def paper_m(self) -> float:
+        return round(self.paper / 1e6, 2)
+
+    @property
+    def ours_m(self) -> float:
+        return round(self.ours / 1e6, 2)
+
+
+def _linear_lora_size(model: nn.Module, names: list[str], rank: int) -> int:
+    modules = dict(model.named_modules())
+    return sum(rank * (modules[n].in_features + modules[n].out_features) for n in names)
+
+
+def _same_shape(config: PretrainedConfig, reference: Mapping[str, Any]) -> bool:
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+        "type_vocab_size",
+    )
+    return all(getattr(config, k, None) == reference[k] for k in keys)
+
+
+def params_table(
+    spec_or_config: str | PretrainedConfig = "xlm-roberta-base",
+    n_languages: int = 52,
+    ranks: Sequence[int] = (32, 64, 256),
+    num_labels: int = 111,
+) -> list[Row]:
+    """Trainable parameters per method, from the config alone (models built on `meta`)."""
+    from transformers import AutoModel, AutoModelForTokenClassification
+
+    config = (
+        load_config(spec_or_config, num_labels=num_labels)
+        if isinstance(spec_or_config, str)
+        else spec_or_config.__class__.from_dict(spec_or_config.to_dict())
+    )
+    config.num_labels = num_labels
+    with torch.device("meta"), _quiet_transformers():
+        try:
+            base = AutoModel.from_config(config, add_pooling_layer=True)
+        except TypeError:
+            base = AutoModel.from_config(config)
+        ours_model = AutoModelForTokenClassification.from_config(config)
+
+    full_paper = sum(p.numel() for p in base.parameters())
+    full_ours = sum(p.numel() for p in ours_model.parameters())
+    classifier = sum(
+        p.numel() for n, p in ours_model.named_parameters() if n.startswith("classifier.")
+    )
+    paper_targets = lora_targets(base, include_pooler=True)
+    our_targets = lora_targets(ours_model)
+    ranks = sorted({int(r) for r in ranks if int(r) > 0})  # rank 0 (full FT) is always listed
+    lora_paper = {r: _linear_lora_size(base, paper_targets, r) for r in ranks}
+    lora_ours = {r: _linear_lora_size(ours_model, our_targets, r) + classifier for r in ranks}
+    published = _same_shape(config, XLMR_BASE_CONFIG) and n_languages == 52
+    n = n_languages
+
+    def row(method: str, rank: int, models: int, paper: int, ours: int) -> Row:
+        value = PAPER_TABLE1.get((method, rank)) if published else None
+        note = ""
+        if value is not None and round(paper / 1e6, 2) != value:
+            note = (
+                f"paper prints {value:,.2f} (MULTI's figure); {n} x {lora_paper[rank]:,} = "
+                f"{paper / 1e6:,.2f}M, so likely a typo"
+            )
+        return Row(method, rank, DISPLAY[method], models, paper, ours, value, note)
+
+    rows = [row("multi", 0, 1, full_paper, full_ours)]
+    rows += [row("multi", r, 1, lora_paper[r], lora_ours[r]) for r in ranks]
+    rows.append(row("mono", 0, n, n * full_paper, n * full_ours))
+    rows.append(row("vanilla", 0, 1, full_paper, full_ours))
+    rows += [row("shared_lora", r, 1, lora_paper[r], lora_ours[r]) for r in ranks]
+    rows += [row("nonshared_lora", r, n, n * lora_paper[r], n * lora_ours[r]) for r in ranks]
+    return rows
+
+
+def format_params(rows: Sequence[Row], title: str | None = None) -> str:
+    """A plain-text table of `params_table` rows (millions, two decimals)."""
+
+    def m(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.2f}"
+
+    header = ("method", "r", "models", "published", "paper conv.", "ours", "note")
+    body = [
+        (
+            r.display,
+            str(r.rank) if r.rank else "-",
+            str(r.models),
+            m(r.published),
+            m(r.paper / 1e6),
+            m(r.ours / 1e6),
+            r.note,
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(6)]
+    align = ("<", ">", ">", ">", ">", ">")
+
+    def fmt(line: tuple[str, ...]) -> str:
+        cells = [f"{c:{a}{w}}" for c, a, w in zip(line[:6], align, widths, strict=True)]
+        return ("  ".join(cells) + ("  " + line[6] if line[6] else "")).rstrip()
+
+    lines = [title] if title else []
+    lines += [fmt(header), fmt(tuple("-" * w for w in widths) + ("",))]
+    lines += [fmt(line) for line in body]
+    lines += [
+        "",
+        "Trainable parameters in millions. published: the paper's Table 1 (XLM-R base, 52",
+        "languages). paper conv.: the paper's convention computed from the config",
+        "(XLMRobertaModel with pooler; LoRA on every linear layer incl. the pooler; classifier",
+        "not counted). ours: what hpc-forget trains (token classification: no pooler; LoRA on",
+        "the encoder's linear layers; the classifier, hidden*labels+labels, in every trained",
+        "copy). models: independently trained copies (MONO, NON-SHARED: one per language).",
+    ]
+    return "\n".join(lines)
