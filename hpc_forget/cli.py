@@ -38,7 +38,9 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for p in pairs:
         if "=" not in p:
-            raise click.BadParameter(f"{p!r}: use KEY=VALUE, e.g. train.batch_size=64", param_hint="--set")
+            raise click.BadParameter(
+                f"{p!r}: use KEY=VALUE, e.g. train.batch_size=64", param_hint="--set"
+            )
         k, v = p.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
@@ -58,7 +60,11 @@ def _setup_logging(verbose: bool) -> None:
 
 
 set_option = click.option(
-    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.batch_size=64."
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. train.batch_size=64.",
 )
 
 
@@ -148,7 +154,9 @@ def data_inspect(source: str, locales: tuple[str, ...], as_json: bool) -> None:
 
 
 @cli.command("params")
-@click.option("--model", default="xlm-roberta-base", show_default=True, help="Preset, hub id or path.")
+@click.option(
+    "--model", default="xlm-roberta-base", show_default=True, help="Preset, hub id or path."
+)
 @click.option("--languages", default=52, show_default=True, help="Languages (MONO / NON-SHARED).")
 @click.option("--json", "as_json", is_flag=True)
 def params_cmd(model: str, languages: int, as_json: bool) -> None:
@@ -189,11 +197,15 @@ def store_consolidate(store: str, out: str | None) -> None:
 @store_group.command("selftest")
 @click.argument("path")
 @click.option("--writers", default=64, show_default=True, help="Concurrent writer processes.")
-@click.option("--kill-fraction", default=0.2, show_default=True, help="Fraction of writers SIGKILLed.")
+@click.option(
+    "--kill-fraction", default=0.2, show_default=True, help="Fraction of writers SIGKILLed."
+)
 @click.option("--steps", default=20, show_default=True, help="Steps each writer writes.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def store_selftest(path: str, writers: int, kill_fraction: float, steps: int, seed: int, as_json: bool) -> None:
+def store_selftest(
+    path: str, writers: int, kill_fraction: float, steps: int, seed: int, as_json: bool
+) -> None:
     """Hammer a store at PATH with concurrent, randomly killed writers and verify it."""
     from hpc_forget.selftest import format_selftest, selftest
 
@@ -206,7 +218,9 @@ def store_selftest(path: str, writers: int, kill_fraction: float, steps: int, se
 @cli.command("analyze")
 @click.argument("store")
 @click.option("--out", required=True, help="Output folder.")
-@click.option("--convention", default="paper", show_default=True, help="paper | gem | avalanche | mhamdi")
+@click.option(
+    "--convention", default="paper", show_default=True, help="paper | gem | avalanche | mhamdi"
+)
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
 def analyze_cmd(store: str, out: str, convention: str, bootstrap: int) -> None:
     """Reduce STORE into metrics.json, tables/, figures/ and report.html under --out."""

@@ -58,6 +58,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on a GPU that supports it, else fp32) | bf16 | fp32
     pad_multiple: int = 8  # pad batches to a multiple of this: few distinct shapes
     max_grad_norm: float = 1.0  # 0 = no clipping
+    cpu_threads: int = 0  # torch threads on CPU; 0 = torch's default (one per core)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,9 @@ def builtin_config_text(name: str) -> str:
     return ref.read_text(encoding="utf-8")
 
 
-def load_config(spec: str | os.PathLike, *, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+def load_config(
+    spec: str | os.PathLike, *, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
     """Load a config from a YAML/TOML path or a built-in name (``demo``, ``paper``)."""
     spec_s = str(spec)
     path = Path(spec_s)
@@ -244,7 +247,9 @@ def _data(c: _Checker, raw: Any) -> DataConfig:
         raise c.fail("data", "must be a mapping (source, languages, ...)")
     c.unknown("data", raw, {f.name for f in dataclasses.fields(DataConfig)})
     if "languages" not in raw:
-        raise c.fail("data.languages", "missing; list the MASSIVE locales to use, e.g. [en-US, de-DE]")
+        raise c.fail(
+            "data.languages", "missing; list the MASSIVE locales to use, e.g. [en-US, de-DE]"
+        )
     langs = c.str_list("data.languages", raw["languages"])
     if len(set(langs)) != len(langs):
         dup = next(x for x in langs if langs.count(x) > 1)
@@ -302,7 +307,9 @@ def _methods(c: _Checker, raw: Any, ranks: tuple[int, ...]) -> tuple[MethodSpec,
         c.unknown(key, item, {"name", "ranks"})
         name = str(item["name"]).lower().replace("-", "_")
         if name not in METHODS:
-            raise c.fail(f"{key}.name", f"unknown method {item['name']!r}; choose from {', '.join(METHODS)}")
+            raise c.fail(
+                f"{key}.name", f"unknown method {item['name']!r}; choose from {', '.join(METHODS)}"
+            )
         if "ranks" in item:
             m_ranks = _ranks(c, f"{key}.ranks", item["ranks"])
         elif name in LORA_METHODS:
@@ -328,7 +335,9 @@ def _orders(c: _Checker, raw: Any, languages: tuple[str, ...]) -> tuple[OrderSpe
     if isinstance(raw, int | dict) and not isinstance(raw, bool):
         raw = [raw]
     if not isinstance(raw, list):
-        raise c.fail("orders", "must be a list of order numbers (1-5), locale lists or {random: SEED}")
+        raise c.fail(
+            "orders", "must be a list of order numbers (1-5), locale lists or {random: SEED}"
+        )
     out: list[OrderSpec] = []
     for i, item in enumerate(raw):
         key = f"orders[{i}]"
@@ -369,7 +378,8 @@ def _train(c: _Checker, raw: Any) -> TrainConfig:
                 raise c.fail(key, f"must be auto, bf16 or fp32, got {v!r}")
             kw[name] = v
         elif isinstance(default, int):
-            kw[name] = c.integer(key, v, minimum=0 if name.startswith("patience") else 1)
+            lo = 0 if name.startswith("patience") or name == "cpu_threads" else 1
+            kw[name] = c.integer(key, v, minimum=lo)
         elif name in ("warmup_ratio", "lora_dropout"):
             kw[name] = c.number(key, v, lo=0.0, hi=1.0)
         elif name in ("weight_decay", "max_grad_norm"):

@@ -95,7 +95,9 @@ def provenance(**extra: Any) -> dict[str, Any]:
     """Versions, host, container image and Slurm ids of the process writing a score."""
     env = os.environ
     d: dict[str, Any] = dict(_static_provenance())
-    d["container_image"] = env.get("APPTAINER_CONTAINER") or env.get("SINGULARITY_CONTAINER") or "none"
+    d["container_image"] = (
+        env.get("APPTAINER_CONTAINER") or env.get("SINGULARITY_CONTAINER") or "none"
+    )
     for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
         d[k.lower()] = env.get(k, "")
     d["written_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -162,7 +164,9 @@ class Workspace:
                     for ex in self.splits(loc, 0).train
                 ]
 
-            self._model_path[spec] = resolve_model_spec(spec, texts_fn=texts, cache_dir=self.cache_dir)
+            self._model_path[spec] = resolve_model_spec(
+                spec, texts_fn=texts, cache_dir=self.cache_dir
+            )
         return self._model_path[spec]
 
     def tokenizer(self, path: str) -> Any:
@@ -287,7 +291,7 @@ def _run_step(
     dev_enc, dev_ex = _concat([ws.encoded(path, loc, "dev", key.seed) for loc in train_langs])
     tok = ws.tokenizer(path)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    accelerator = make_accelerator(tc.precision)
+    accelerator = make_accelerator(tc.precision, tc.cpu_threads)
     seed_everything(seed)
     t0 = time.perf_counter()
     result = train_step(
@@ -414,13 +418,20 @@ def run_task(
         if found:
             load_checkpoint(model, found[1])
         if start < first:
-            log.info("%s: checkpoint of step %d missing, recomputing from step %d", task.task_id, first, start)
+            log.info(
+                "%s: checkpoint of step %d missing, recomputing from step %d",
+                task.task_id,
+                first,
+                start,
+            )
         for step in range(start, len(task.steps)):
             if should_stop():
                 raise Preempted(f"{task.task_id}: stopped before step {step}")
             # A step already in the store is recomputed only to rebuild the weights of a
             # missing checkpoint; put_step is idempotent.
-            _run_step(ws, task, model, path, step, store, should_stop=should_stop, progress=progress)
+            _run_step(
+                ws, task, model, path, step, store, should_stop=should_stop, progress=progress
+            )
             save_checkpoint(model, cfg, task.run_id, step)
             ran += 1
         return ran

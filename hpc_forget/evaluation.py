@@ -46,7 +46,9 @@ def predict_words(
     flat: list[torch.Tensor] = []
     order: list[np.ndarray] = []
     for idx in eval_batches(lengths, batch_size):
-        batch = collate(encoded.input_ids, encoded.labels, idx, pad_id=pad_id, pad_multiple=pad_multiple)
+        batch = collate(
+            encoded.input_ids, encoded.labels, idx, pad_id=pad_id, pad_multiple=pad_multiple
+        )
         labels = batch["labels"].to(device, non_blocking=True)
         ids = batch["input_ids"].to(device, non_blocking=True)
         mask = batch["attention_mask"].to(device, non_blocking=True)
@@ -63,9 +65,7 @@ def predict_words(
     if not flat:
         return []
     all_pred = torch.cat(flat).cpu().numpy()  # the one host sync
-    counts_sorted = [
-        sum(1 for v in encoded.labels[i] if v != -100) for idx in order for i in idx
-    ]
+    counts_sorted = [sum(1 for v in encoded.labels[i] if v != -100) for idx in order for i in idx]
     pieces = np.split(all_pred, np.cumsum(counts_sorted)[:-1])
     out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(lengths)
     for i, piece in zip((i for idx in order for i in idx), pieces, strict=True):

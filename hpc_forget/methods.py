@@ -61,7 +61,9 @@ def evaluated_languages(kind: str, languages: tuple[str, ...], step: int) -> tup
     return (languages[step],)
 
 
-def trained_languages(kind: str, steps: tuple[str, ...], languages: tuple[str, ...], step: int) -> tuple[str, ...]:
+def trained_languages(
+    kind: str, steps: tuple[str, ...], languages: tuple[str, ...], step: int
+) -> tuple[str, ...]:
     """Which languages' training data a step uses."""
     if kind == "joint":
         return languages

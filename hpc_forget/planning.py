@@ -101,9 +101,7 @@ def resolve_order(spec: OrderSpec, languages: tuple[str, ...]) -> tuple[str, ...
                 parts.append(f"not in data.languages: {', '.join(extra)}")
             if dups:
                 parts.append(f"repeated {', '.join(dups)}")
-            raise OrderError(
-                f"not a permutation of data.languages ({'; '.join(parts)})"
-            )
+            raise OrderError(f"not a permutation of data.languages ({'; '.join(parts)})")
         return order
     rng = random.Random(spec.random_seed)
     order = list(languages)
@@ -136,9 +134,7 @@ class RunKey:
 
     @property
     def run_id(self) -> str:
-        digest = hashlib.sha256(
-            json.dumps(self.as_dict(), sort_keys=True).encode()
-        ).hexdigest()[:8]
+        digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
         model = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.rstrip("/").split("/")[-1]).strip("-")
         parts = [self.method, model or "model"]
         if self.rank:
@@ -201,7 +197,9 @@ def plan(cfg: ExperimentConfig) -> list[Task]:
                 kind = METHOD_KIND[method.name]
                 for rank in method.ranks:
 
-                    def key(order: str, *, method=method, rank=rank, model=model, seed=seed) -> RunKey:
+                    def key(
+                        order: str, *, method=method, rank=rank, model=model, seed=seed
+                    ) -> RunKey:
                         return RunKey(
                             method=method.name,
                             model=model,
@@ -215,7 +213,13 @@ def plan(cfg: ExperimentConfig) -> list[Task]:
                         for spec in cfg.orders:
                             order = resolve_order(spec, langs)
                             tasks.append(
-                                Task(key(order_name(spec)), kind, langs, order, tuple(range(len(order))))
+                                Task(
+                                    key(order_name(spec)),
+                                    kind,
+                                    langs,
+                                    order,
+                                    tuple(range(len(order))),
+                                )
                             )
                     elif kind == "joint":
                         tasks.append(Task(key(""), kind, langs, ("all",), (0,)))

@@ -43,7 +43,15 @@ def format_summary(store: object, run_ids: Iterable[str] | None = None) -> str:
     records = [r for r in store.runs() if wanted is None or r.run_id in wanted]
     if not records:
         return "the store holds no runs yet"
-    records.sort(key=lambda r: (r.key["model"], r.key["method"], r.key["rank"], r.key["order"], r.key["seed"]))
+    records.sort(
+        key=lambda r: (
+            r.key["model"],
+            r.key["method"],
+            r.key["rank"],
+            r.key["order"],
+            r.key["seed"],
+        )
+    )
     langs = records[0].languages
     width = max(len(_label(r.key)) for r in records)
     lines = ["Test slot F1 (%) per language; '-' = not computed yet", ""]
@@ -57,12 +65,17 @@ def format_summary(store: object, run_ids: Iterable[str] | None = None) -> str:
         vals = [cells.get(x, math.nan) for x in langs]
         present = [v for v in vals if not math.isnan(v)]
         avg = sum(present) / len(present) if len(present) == len(vals) else math.nan
-        lines.append(f"{_label(r.key):<{width}}  " + " ".join(_pct(v) for v in vals) + f" {_pct(avg)}")
+        lines.append(
+            f"{_label(r.key):<{width}}  " + " ".join(_pct(v) for v in vals) + f" {_pct(avg)}"
+        )
     for r in records:
         if r.kind != "sequential":
             continue
         m = matrices[r.run_id]
-        lines += ["", f"R matrix of {_label(r.key)}: row i = after training step i, column = test language"]
+        lines += [
+            "",
+            f"R matrix of {_label(r.key)}: row i = after training step i, column = test language",
+        ]
         lines.append(f"{'step':<14}" + " ".join(f"{x:>6}" for x in r.languages))
         for i, trained in enumerate(r.steps):
             lines.append(f"{i + 1:>2} {trained:<11}" + " ".join(_pct(v) for v in m[i]))

@@ -38,7 +38,13 @@ def test_builtin_configs_load_and_round_trip(name):
 def test_demo_is_small_real_study():
     cfg = load_config("demo")
     assert set(cfg.data.languages) == {"en-US", "th-TH", "de-DE", "sw-KE"}
-    assert {m.name for m in cfg.methods} == {"multi", "mono", "vanilla", "shared_lora", "nonshared_lora"}
+    assert {m.name for m in cfg.methods} == {
+        "multi",
+        "mono",
+        "vanilla",
+        "shared_lora",
+        "nonshared_lora",
+    }
     assert len(cfg.orders) == 2
 
 
@@ -72,13 +78,31 @@ def test_overrides(tmp_path):
     [
         (lambda s: s.replace("name: t\n", ""), "study.yaml: name: missing"),
         (lambda s: s + "colour: red\n", "study.yaml: colour: unknown key"),
-        (lambda s: s + "train: {batch_size: 0}\n", "study.yaml: train.batch_size: must be an integer >= 1"),
+        (
+            lambda s: s + "train: {batch_size: 0}\n",
+            "study.yaml: train.batch_size: must be an integer >= 1",
+        ),
         (lambda s: s + "train: {lr_full: -1}\n", "study.yaml: train.lr_full: must be in"),
-        (lambda s: s + "train: {precision: fp8}\n", "study.yaml: train.precision: must be auto, bf16 or fp32"),
-        (lambda s: s + "train: {warmpu_ratio: 0.1}\n", "study.yaml: train.warmpu_ratio: unknown key"),
-        (lambda s: s.replace("vanilla,", "vanila,"), "study.yaml: methods[0].name: unknown method 'vanila'"),
-        (lambda s: s.replace("orders: [1]", "orders: [7]"), "study.yaml: orders[0]: the paper has orders 1-5"),
-        (lambda s: s.replace("orders: [1]", "orders: []"), "study.yaml: orders: sequential methods"),
+        (
+            lambda s: s + "train: {precision: fp8}\n",
+            "study.yaml: train.precision: must be auto, bf16 or fp32",
+        ),
+        (
+            lambda s: s + "train: {warmpu_ratio: 0.1}\n",
+            "study.yaml: train.warmpu_ratio: unknown key",
+        ),
+        (
+            lambda s: s.replace("vanilla,", "vanila,"),
+            "study.yaml: methods[0].name: unknown method 'vanila'",
+        ),
+        (
+            lambda s: s.replace("orders: [1]", "orders: [7]"),
+            "study.yaml: orders[0]: the paper has orders 1-5",
+        ),
+        (
+            lambda s: s.replace("orders: [1]", "orders: []"),
+            "study.yaml: orders: sequential methods",
+        ),
         (
             lambda s: s.replace("orders: [1]", "orders: [[en-US, fr-FR]]"),
             "study.yaml: orders[0]: not a permutation of data.languages (missing de-DE; not in data.languages: fr-FR)",
@@ -87,13 +111,31 @@ def test_overrides(tmp_path):
             lambda s: s.replace("orders: [1]", "orders: [[en-US, en-US]]"),
             "study.yaml: orders[0]: not a permutation",
         ),
-        (lambda s: s.replace("[en-US, de-DE]", "[en-US, xx-XX]"), "study.yaml: orders[0]: paper order 1 has no xx-XX"),
-        (lambda s: s.replace("[en-US, de-DE]", "[en-US, en-US]"), "study.yaml: data.languages: en-US is listed twice"),
-        (lambda s: s.replace("methods: [", "methods: [{name: mono, ranks: [8]}, "), "study.yaml: methods[0].ranks: mono is full fine-tuning"),
-        (lambda s: s.replace("shared_lora,", "{name: shared_lora, ranks: [0]},"), "study.yaml: methods[1].ranks: shared_lora needs LoRA ranks >= 1"),
+        (
+            lambda s: s.replace("[en-US, de-DE]", "[en-US, xx-XX]"),
+            "study.yaml: orders[0]: paper order 1 has no xx-XX",
+        ),
+        (
+            lambda s: s.replace("[en-US, de-DE]", "[en-US, en-US]"),
+            "study.yaml: data.languages: en-US is listed twice",
+        ),
+        (
+            lambda s: s.replace("methods: [", "methods: [{name: mono, ranks: [8]}, "),
+            "study.yaml: methods[0].ranks: mono is full fine-tuning",
+        ),
+        (
+            lambda s: s.replace("shared_lora,", "{name: shared_lora, ranks: [0]},"),
+            "study.yaml: methods[1].ranks: shared_lora needs LoRA ranks >= 1",
+        ),
         (lambda s: s + "seeds: [-1]\n", "study.yaml: seeds[0]: must be an integer >= 0"),
-        (lambda s: s.replace("data: {", "data: {missing_train: maybe, "), "study.yaml: data.missing_train: must be 'error' or 'split-dev'"),
-        (lambda s: s.replace("data: {", "data: {train_fraction: 0, "), "study.yaml: data.train_fraction: must be in (0.0, 1.0]"),
+        (
+            lambda s: s.replace("data: {", "data: {missing_train: maybe, "),
+            "study.yaml: data.missing_train: must be 'error' or 'split-dev'",
+        ),
+        (
+            lambda s: s.replace("data: {", "data: {train_fraction: 0, "),
+            "study.yaml: data.train_fraction: must be in (0.0, 1.0]",
+        ),
         (lambda s: s + "  - [oops\n", "study.yaml:"),
     ],
 )

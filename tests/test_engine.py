@@ -1,0 +1,137 @@
+"""The engine end to end on a tiny model: every method, the store, resume, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hpc_forget.config import config_from_dict
+from hpc_forget.engine import Preempted, run_config, run_task
+from hpc_forget.planning import plan
+from hpc_forget.store import Store, StoreError
+
+
+def _cfg(tmp_path, model_dir, **over):
+    raw = {
+        "name": "t",
+        "store": str(tmp_path / "store"),
+        "data": {
+            "source": "samples",
+            "languages": ["en-US", "th-TH", "de-DE"],
+            "max_train": 48,
+            "max_eval": 24,
+            "missing_train": "split-dev",
+        },
+        "models": [str(model_dir)],
+        "methods": ["multi", "mono", "vanilla", "shared_lora", "nonshared_lora"],
+        "ranks": [4],
+        "orders": [1, 2],
+        "seeds": [0],
+        "train": {
+            "lr_full": 2e-3,
+            "lr_lora": 5e-3,
+            "max_epochs_full": 2,
+            "max_epochs_lora": 2,
+            "patience_full": 1,
+            "patience_lora": 1,
+            "batch_size": 16,
+            "cpu_threads": 1,
+        },
+    }
+    raw.update(over)
+    return config_from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("engine")
+    cfg = _cfg(tmp, tiny_model_dir)
+    first = run_config(cfg, progress=False)
+    return cfg, first
+
+
+def test_store_holds_every_expected_cell(finished):
+    cfg, first = finished
+    store = Store(cfg.store)
+    assert sum(first.values()) == 1 + 3 + 2 * 3 + 2 * 3 + 3  # multi, mono, 2 chains x2, nonshared
+    records = {r.run_id: r for r in store.runs()}
+    assert len(records) == 7  # multi, mono, vanilla x2, shared x2, nonshared
+    for r in records.values():
+        assert store.missing(r.run_id) == []
+        m = store.matrix(r.run_id)
+        if r.kind == "sequential":
+            assert m.shape == (3, 3) and not np.isnan(m).any()  # a complete R matrix
+            assert set(r.steps) == set(cfg.data.languages)
+        elif r.kind == "joint":
+            assert m.shape[0] == 1 and not np.isnan(m[0]).any()
+        else:
+            assert not np.isnan(np.diag(m)).any()
+        assert all(0.0 <= x <= 1.0 for x in m[~np.isnan(m)])
+        meta = r.step_meta[0]
+        assert meta["epochs_run"] >= 1 and 1 <= meta["best_epoch"] <= meta["epochs_run"]
+        assert meta["device"] == "cpu" and meta["train_examples_per_s"] > 0
+        assert len(r.dev_curves[0]) == meta["epochs_run"]
+        prov = r.provenance[0]
+        assert prov["package_version"] and prov["torch"] and prov["host"]
+        assert r.config["train"]["lr_full"] == 2e-3
+        assert len(r.labels) == 111
+
+
+def test_running_again_trains_nothing(finished):
+    cfg, _ = finished
+    assert sum(run_config(cfg, progress=False).values()) == 0
+
+
+def test_runs_are_deterministic(finished, tmp_path, tiny_model_dir):
+    cfg, _ = finished
+    # the same vanilla chain in a fresh store gives the same R matrix
+    cfg2 = _cfg(tmp_path, tiny_model_dir, methods=["vanilla"], orders=[1])
+    run_config(cfg2, progress=False)
+    (task,) = plan(cfg2)
+    a = Store(cfg.store).matrix(task.run_id)
+    b = Store(cfg2.store).matrix(task.run_id)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_interrupted_chain_resumes_to_the_same_scores(finished, tmp_path, tiny_model_dir):
+    cfg, _ = finished
+    cfg2 = _cfg(tmp_path, tiny_model_dir, methods=["shared_lora"], orders=[2])
+    (task,) = plan(cfg2)
+    store = Store(cfg2.store)
+    calls = {"n": 0}
+
+    def stop_after_first_step() -> bool:
+        return store.has_step(task.run_id, 0)
+
+    with pytest.raises(Preempted):
+        run_task(task, cfg2, store, should_stop=stop_after_first_step)
+    assert store.done_steps(task.run_id) == {0}
+    calls["n"] = run_task(task, cfg2, store)
+    assert calls["n"] == 2  # steps 1 and 2 only
+    np.testing.assert_array_equal(store.matrix(task.run_id), Store(cfg.store).matrix(task.run_id))
+
+
+def test_unseen_languages_are_scored_too(finished):
+    cfg, _ = finished
+    store = Store(cfg.store)
+    seq = [r for r in store.runs() if r.kind == "sequential"]
+    # step 0 row holds scores for languages not trained yet (forward transfer), not NaN
+    for r in seq:
+        row = store.matrix(r.run_id)[0]
+        assert all(not math.isnan(x) for x in row)
+
+
+def test_read_only_store_fails_before_training(tmp_path, tiny_model_dir, monkeypatch):
+    cfg = _cfg(tmp_path, tiny_model_dir, methods=["mono"])
+
+    def refuse(self):
+        raise StoreError(f"{self.path}: the store location is read-only — choose a writable store")
+
+    monkeypatch.setattr(Store, "check_writable", refuse)
+    import hpc_forget.engine as engine
+
+    monkeypatch.setattr(engine, "run_task", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(StoreError, match="read-only"):
+        run_config(cfg, progress=False)
