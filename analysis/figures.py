@@ -1,0 +1,34 @@
+"""Draw the paper's figures (Fig. 2-7) for a store as PNG and PDF.
+
+    python analysis/figures.py STORE --out DIR [--workers 2] [--fig7-png 12] [metric options]
+
+Writes DIR/figures/: fig2 (average F1 vs learned languages), fig3 (change per language),
+fig4 (models compared), fig5/fig6 (MBT/MFT heatmaps), fig7 (R heatmaps: one PDF page per
+sequential run, PNGs for the first --fig7-png). See docs/analysis.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hpc_forget import reporting
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Write DIR/figures/ for a results store.")
+    reporting.add_analysis_args(ap, figures=True)
+    args = ap.parse_args(argv)
+
+    def run() -> None:
+        data, metrics = reporting.metrics_from_store(args.store, **reporting.metric_options(args))
+        figs = reporting.write_figures(
+            data, metrics, args.out, fig7_png_limit=args.fig7_png, workers=args.workers
+        )
+        print(f"wrote {len(figs)} figures under {args.out}/figures")
+
+    return reporting.run_script(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Compute every metric of a store and write OUT/metrics.json.
+
+    python analysis/metrics.py STORE --out DIR [--convention paper] [--vitality SPEC]
+                                              [--bootstrap 1000] [--seed 0] [--p-set common]
+
+STORE is the store folder or its consolidated .h5 copy. See docs/analysis.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from hpc_forget import reporting
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Write DIR/metrics.json for a results store.")
+    reporting.add_analysis_args(ap)
+    args = ap.parse_args(argv)
+
+    def run() -> None:
+        t = time.perf_counter()
+        _, metrics = reporting.metrics_from_store(args.store, **reporting.metric_options(args))
+        path = reporting.write_metrics(metrics, args.out)
+        missing = sum(len(v) for v in metrics["missing"].values())
+        print(
+            f"wrote {path}: {len(metrics['runs'])} runs, {len(metrics['groups'])} groups, "
+            f"{missing} missing cells, {time.perf_counter() - t:.1f} s"
+        )
+
+    return reporting.run_script(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Write Table 1, Table 2 and the other tables of a store as CSV, Markdown and LaTeX.
+
+    python analysis/tables.py STORE --out DIR [--convention paper] [--vitality SPEC]
+                                             [--bootstrap 1000] [--seed 0] [--no-params]
+
+Writes DIR/tables/*.csv|md|tex (and DIR/metrics.json). Table 1's parameter counts come from
+hpc_forget.models (imports torch); --no-params leaves that column empty. See docs/analysis.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hpc_forget import reporting
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Write DIR/tables/ for a results store.")
+    reporting.add_analysis_args(ap)
+    ap.add_argument("--no-params", action="store_true", help="do not count trainable parameters")
+    args = ap.parse_args(argv)
+
+    def run() -> None:
+        data, metrics = reporting.metrics_from_store(args.store, **reporting.metric_options(args))
+        reporting.attach_params(metrics, data, (lambda key, n: None) if args.no_params else None)
+        reporting.write_metrics(metrics, args.out)
+        tables = reporting.write_tables(metrics, args.out)
+        print(f"wrote {len(tables)} tables (csv, md, tex) under {args.out}/tables")
+
+    return reporting.run_script(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
