@@ -101,12 +101,15 @@ def train_step(
     params = _trainable(model)
     decay = [p for n, p in params if p.ndim > 1 and "LayerNorm" not in n]
     no_decay = [p for n, p in params if not (p.ndim > 1 and "LayerNorm" not in n)]
+    # The fused kernel (CPU and CUDA) updates every parameter in one pass; the default
+    # per-tensor loop is several times slower on MASSIVE's short batches.
     optimizer = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
         lr=lr,
+        fused=True,
     )
     lengths = [len(x) for x in data.train.input_ids]
     n_batches = -(-len(lengths) // batch_size)
