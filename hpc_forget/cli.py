@@ -26,6 +26,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("hpc_forget.slurm", "SlurmError"),
         ("hpc_forget.prefetch", "PrefetchError"),
         ("hpc_forget.reporting", "AnalysisError"),
+        ("hpc_forget.metrics", "MetricsError"),
+        ("hpc_forget.languages", "LanguageError"),
     ):
         try:
             errs.append(getattr(__import__(mod, fromlist=[name]), name))
@@ -219,15 +221,53 @@ def store_selftest(
 @click.argument("store")
 @click.option("--out", required=True, help="Output folder.")
 @click.option(
-    "--convention", default="paper", show_default=True, help="paper | gem | avalanche | mhamdi"
+    "--convention",
+    default="paper",
+    show_default=True,
+    type=click.Choice(["paper", "paper-literal", "gem", "avalanche", "mhamdi"]),
+    help="Backward/forward transfer convention of Table 2 (metrics.json holds all).",
+)
+@click.option(
+    "--vitality",
+    default=None,
+    help="Vitality groups by Joshi class, e.g. 'High=4-5,Mid=3,Low=0-2'.",
 )
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
-def analyze_cmd(store: str, out: str, convention: str, bootstrap: int) -> None:
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option(
+    "--p-set",
+    default="common",
+    show_default=True,
+    type=click.Choice(["common", "seen"]),
+    help="Languages P_i averages over in eq. 9/13/14 (docs/metrics.md).",
+)
+@click.option("--workers", default=None, type=int, help="Processes drawing figures (default 2).")
+def analyze_cmd(
+    store: str,
+    out: str,
+    convention: str,
+    vitality: str | None,
+    bootstrap: int,
+    seed: int,
+    p_set: str,
+    workers: int | None,
+) -> None:
     """Reduce STORE into metrics.json, tables/, figures/ and report.html under --out."""
     from hpc_forget.reporting import analyze
 
-    result = analyze(store, out, convention=convention, bootstrap=bootstrap)
-    click.echo(f"wrote {out} ({len(result.get('runs', []))} runs)")
+    result = analyze(
+        store,
+        out,
+        convention=convention,
+        vitality=vitality,
+        bootstrap=bootstrap,
+        seed=seed,
+        p_set=p_set,
+        workers=workers,
+    )
+    click.echo(
+        f"wrote {out}: metrics.json, tables/, figures/, report.html ({len(result.get('runs', []))} runs)"
+    )
 
 
 def main() -> None:
