@@ -270,6 +270,156 @@ def analyze_cmd(
     )
 
 
+# ---------------------------------------------------------------------------- cluster
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        if "=" not in v:
+            raise click.BadParameter(f"{v!r}: use KEY=VALUE", param_hint=option)
+        k, val = v.split("=", 1)
+        out[k.strip()] = val.strip()
+    return out
+
+
+def _load_for_cluster(config: str, sets: tuple[str, ...], cache: str | None) -> Any:
+    """The config, with --cache as cache_dir (absolute) so jobs look where prefetch wrote."""
+    import os
+
+    from hpc_forget.config import load_config
+
+    overrides = _overrides(sets)
+    if cache:
+        overrides["cache_dir"] = os.path.abspath(cache)
+    return load_config(config, overrides=overrides)
+
+
+slurm_option = click.option(
+    "--slurm",
+    "slurm_sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a profile value, e.g. time=04:00:00 or partition=gpu.",
+)
+
+
+@cli.command("prefetch")
+@click.argument("config")
+@click.option(
+    "--cache", default=None, help="Shared cache folder (default: the config's cache_dir)."
+)
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="ITEM=SRC",
+    help="Where an item comes from (massive=URL, MODEL=folder).",
+)
+@click.option(
+    "--revision", "revisions", multiple=True, metavar="MODEL=SHA", help="Pin a model revision."
+)
+@click.option("--update", is_flag=True, help="Fetch again even when the cache holds the item.")
+@set_option
+def prefetch_cmd(
+    config: str,
+    cache: str | None,
+    sources: tuple[str, ...],
+    revisions: tuple[str, ...],
+    update: bool,
+    sets: tuple[str, ...],
+) -> None:
+    """On a login node: download, verify and record the models and data CONFIG needs."""
+    from hpc_forget.prefetch import prefetch
+
+    cfg = _load_for_cluster(config, sets, cache)
+    record = prefetch(
+        cfg,
+        cfg.cache_dir,
+        sources=_pairs(sources, "--source"),
+        revisions=_pairs(revisions, "--revision"),
+        update=update,
+    )
+    click.echo(record.summary())
+
+
+@cli.command("submit")
+@click.argument("config")
+@click.option(
+    "--profile", default=None, help="Cluster profile: a name in slurm/profiles/ or a YAML path."
+)
+@slurm_option
+@click.option(
+    "--container", default="none", show_default=True, help="'none' or an Apptainer image (.sif)."
+)
+@click.option(
+    "--cache", default=None, help="The cache prefetch wrote to (default: the config's cache_dir)."
+)
+@click.option("--run-folder", default=None, help="Where manifests, markers and logs go.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the sbatch scripts and container commands; submit nothing.",
+)
+@set_option
+def submit_cmd(
+    config: str,
+    profile: str | None,
+    slurm_sets: tuple[str, ...],
+    container: str,
+    cache: str | None,
+    run_folder: str | None,
+    dry_run: bool,
+    sets: tuple[str, ...],
+) -> None:
+    """Submit CONFIG's plan to Slurm as job arrays and return at once."""
+    from hpc_forget.slurm import load_profile, submit
+
+    cfg = _load_for_cluster(config, sets, cache)
+    prof = load_profile(profile, slurm_sets)
+    result = submit(cfg, prof, container=container, dry_run=dry_run, run_folder=run_folder)
+    click.echo(result.summary())
+
+
+@cli.command("status")
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--sacct", is_flag=True, help="Also ask Slurm's accounting (one batched sacct call).")
+def status_cmd(run: str, as_json: bool, sacct: bool) -> None:
+    """State of every task of RUN (a run folder): pending, running, done or failed."""
+    from hpc_forget.slurm import status
+
+    st = status(run, sacct=sacct)
+    click.echo(json.dumps(st.as_json(), indent=2) if as_json else st.format())
+
+
+@cli.command("resubmit")
+@click.argument("run")
+@click.option("--profile", default=None, help="Another profile (default: the submission's own).")
+@slurm_option
+@click.option("--container", default="same", show_default=True, help="'same', 'none' or an image.")
+@click.option("--dry-run", is_flag=True)
+def resubmit_cmd(
+    run: str, profile: str | None, slurm_sets: tuple[str, ...], container: str, dry_run: bool
+) -> None:
+    """Submit only the failed or missing tasks and steps of RUN."""
+    from hpc_forget.slurm import load_profile, resubmit
+
+    prof = load_profile(profile, ()) if profile else None
+    result = resubmit(run, profile=prof, overrides=slurm_sets, container=container, dry_run=dry_run)
+    click.echo(result.summary())
+
+
+@cli.command("cancel")
+@click.argument("run")
+def cancel_cmd(run: str) -> None:
+    """Cancel every job of RUN (resubmit runs what is left)."""
+    from hpc_forget.slurm import cancel
+
+    ids = cancel(run)
+    click.echo(f"cancelled {len(ids)} job(s): {' '.join(ids)}" if ids else "nothing to cancel")
+
+
 def main() -> None:
     errors = _user_errors()
     try:

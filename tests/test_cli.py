@@ -58,7 +58,10 @@ def _main(*args, cwd=None):
     ("args", "needle"),
     [
         (("run", "nope.yaml"), "nope.yaml: config file not found"),
-        (("plan", "demo", "--set", "train.batch_size=0"), "train.batch_size: must be an integer >= 1"),
+        (
+            ("plan", "demo", "--set", "train.batch_size=0"),
+            "train.batch_size: must be an integer >= 1",
+        ),
         (("data", "inspect", "/no/such/folder"), "/no/such/folder"),
         (("config", "show", "demoo"), "no built-in config named 'demoo'"),
     ],
@@ -68,3 +71,19 @@ def test_user_errors_are_one_line_with_exit_2(args, needle, tmp_path):
     assert p.returncode == 2, p.stderr
     lines = [x for x in p.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], p.stderr
+
+
+def test_submit_dry_run_prints_scripts_without_slurm(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin/nonexistent")  # no sbatch reachable
+    r = run("submit", "demo", "--dry-run", "--container", "none", "--slurm", "time=00:30:00")
+    assert r.exit_code == 0, r.output
+    assert "#SBATCH --array=0-3" in r.output and "#SBATCH --time=30" in r.output
+    assert "-m hpc_forget.worker" in r.output
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_submit_bad_profile_value_is_one_line(tmp_path):
+    p = _main("submit", "demo", "--dry-run", "--slurm", "time=soon", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and "time" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -1,0 +1,225 @@
+"""prefetch against local sources: a file:// tarball built from real MASSIVE rows, a local model
+folder as a mirror of a Hub model (then loaded offline from the cache), the Hub's parquet form
+from a local folder, and the job-time check with its one-line error."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from hpc_forget import prefetch as P
+from hpc_forget.config import config_from_dict
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "massive"
+if not SHARED.is_dir():  # a clone with shared/ beside it (CI) or inside the tree
+    SHARED = Path(__file__).resolve().parents[1] / "shared" / "data" / "massive"
+LOCALES = ["en-US", "de-DE"]
+
+
+def massive_rows(locale: str, n: int = 40) -> list[bytes]:
+    with open(SHARED / f"{locale}.jsonl", "rb") as f:
+        return [f.readline() for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory) -> Path:
+    """A MASSIVE-1.1-shaped tarball (amazon-massive-dataset-1.1/data/<locale>.jsonl) of real rows."""
+    if not SHARED.is_dir():
+        pytest.skip(f"the shared MASSIVE files are not at {SHARED}")
+    path = tmp_path_factory.mktemp("src") / "amazon-massive-dataset-1.1.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for loc in ("en-US", "de-DE", "sw-KE"):
+            data = b"".join(massive_rows(loc))
+            info = tarfile.TarInfo(f"1.1/data/{loc}.jsonl")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def make_cfg(
+    tmp_path: Path, source: str, models=("tiny",), cache: str | None = None, langs=LOCALES
+):
+    return config_from_dict(
+        {
+            "name": "pf",
+            "store": str(tmp_path / "store"),
+            "cache_dir": cache,
+            "data": {"source": source, "languages": list(langs)},
+            "models": list(models),
+            "methods": ["multi"],
+        }
+    )
+
+
+def test_what_needs_fetching():
+    assert P.data_needs_fetch("https://x/y.tar.gz") and P.data_needs_fetch("file:///y.tar.gz")
+    assert P.data_needs_fetch("AmazonScience/massive") and P.data_needs_fetch("hf:a/b")
+    assert not P.data_needs_fetch("samples")
+    assert P.model_needs_fetch("xlm-roberta-base") and P.model_needs_fetch("org/model")
+    assert not P.model_needs_fetch("tiny") and not P.model_needs_fetch("./local-model")
+
+
+def test_tarball_from_a_file_url_is_fetched_verified_and_recorded(tmp_path, tarball):
+    sha = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    url = tarball.as_uri()
+    cfg = make_cfg(tmp_path, url)
+    rec = P.prefetch(cfg, tmp_path / "cache")
+    item = rec.find("data", url)
+    assert item is not None and item.sha256 == sha and item.source == url
+    cached = tmp_path / "cache" / item.path
+    assert cached.read_bytes() == tarball.read_bytes()
+    on_disk = json.loads((tmp_path / "cache" / P.RECORD).read_text())
+    assert on_disk["items"][0]["sha256"] == sha and on_disk["items"][0]["fetched_at"]
+    # a second prefetch verifies instead of downloading again
+    mtime = cached.stat().st_mtime_ns
+    P.prefetch(cfg, tmp_path / "cache")
+    assert cached.stat().st_mtime_ns == mtime
+    # at job time the worker reads the cached copy, through data.py as usual
+    job_cfg = P.check_prefetched(cfg, tmp_path / "cache")
+    assert job_cfg.data.source == str(cached)
+    from hpc_forget.data import load_massive
+
+    corpus = load_massive(job_cfg.data.source, LOCALES)
+    assert sorted(corpus.locales) == sorted(LOCALES)
+
+
+def test_tarball_checksum_mismatch_is_one_line(tmp_path, tarball):
+    url = tarball.as_uri() + "#sha256=" + "0" * 64
+    with pytest.raises(P.PrefetchError) as e:
+        P.prefetch(make_cfg(tmp_path, url), tmp_path / "cache")
+    assert "sha256" in str(e.value) and "\n" not in str(e.value)
+    assert not list((tmp_path / "cache" / "massive").glob("*.tar.gz"))  # nothing half-written kept
+
+
+def test_tarball_without_a_configured_locale(tmp_path, tarball):
+    cfg = make_cfg(tmp_path, tarball.as_uri(), langs=["en-US", "th-TH"])
+    with pytest.raises(P.PrefetchError, match=r"has no th-TH\.jsonl"):
+        P.prefetch(cfg, tmp_path / "cache")
+
+
+def test_missing_source_file(tmp_path):
+    with pytest.raises(P.PrefetchError, match="cannot download"):
+        P.prefetch(make_cfg(tmp_path, (tmp_path / "nope.tar.gz").as_uri()), tmp_path / "cache")
+
+
+def test_cache_must_be_where_jobs_look(tmp_path, tarball):
+    cfg = make_cfg(tmp_path, tarball.as_uri(), cache=str(tmp_path / "configured"))
+    with pytest.raises(P.PrefetchError, match="the config sets cache_dir"):
+        P.prefetch(cfg, tmp_path / "elsewhere")
+
+
+def test_job_time_check_names_the_prefetch_command(tmp_path, tarball):
+    cfg = make_cfg(tmp_path, tarball.as_uri())
+    with pytest.raises(P.PrefetchError) as e:
+        P.check_prefetched(cfg, tmp_path / "cache")
+    msg = str(e.value)
+    assert "\n" not in msg and f"hpc-forget prefetch CONFIG --cache {tmp_path / 'cache'}" in msg
+    assert "study 'pf'" in msg
+    cfg = make_cfg(tmp_path, "samples", models=("xlm-roberta-base",))
+    with pytest.raises(P.PrefetchError, match="model xlm-roberta-base is not in the cache"):
+        P.check_prefetched(cfg, tmp_path / "cache")
+    # nothing networked: nothing to check
+    cfg = make_cfg(tmp_path, "samples")
+    assert P.check_prefetched(cfg, tmp_path / "cache") == cfg
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    """A real (tiny, untrained) XLM-R-shaped model folder, standing in for a Hub mirror."""
+    from hpc_forget.models import build_tiny
+
+    out = tmp_path_factory.mktemp("mirror") / "xlmr-mirror"
+    texts = [b.decode() for loc in ("en-US", "de-DE") for b in massive_rows(loc, 60)]
+    texts = [json.loads(t)["utt"] for t in texts]
+    build_tiny(texts, out, ["O", "B-time", "I-time"], vocab_size=300, mlm_steps=0)
+    return out
+
+
+def test_model_from_a_local_folder_loads_offline_from_the_cache(
+    tmp_path, model_folder, monkeypatch
+):
+    cfg = make_cfg(tmp_path, "samples", models=("xlm-roberta-base",))
+    cache = tmp_path / "cache"
+    rec = P.prefetch(cfg, cache, sources={"xlm-roberta-base": str(model_folder)})
+    item = rec.find("model", "xlm-roberta-base")
+    assert item is not None and len(item.revision) == 40 and item.files >= 3
+    repo = cache / "models--FacebookAI--xlm-roberta-base"
+    assert (repo / "refs" / "main").read_text() == item.revision
+    assert P.check_prefetched(cfg, cache) == cfg
+    # what a job does: offline, by preset name, from the cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from hpc_forget.models import load_model, load_tokenizer
+
+    tok = load_tokenizer("xlm-roberta-base", cache_dir=str(cache))
+    model = load_model("xlm-roberta-base", ["O", "B-time", "I-time"], cache_dir=str(cache))
+    assert tok("wake me up")["input_ids"] and model.config.num_labels == 3
+    # idempotent: the same content, the same commit
+    again = P.prefetch(cfg, cache, sources={"xlm-roberta-base": str(model_folder)})
+    assert again.find("model", "xlm-roberta-base").revision == item.revision
+
+
+def test_hub_models_are_pinned_and_the_pin_is_kept(tmp_path, model_folder, monkeypatch):
+    """The Hub call is replaced by a copy into the cache layout; what is checked is which
+    revision prefetch asks for and what it records."""
+    import shutil
+
+    asked: list[str | None] = []
+
+    def fake_prefetch_model(spec, *, cache_dir, revision):
+        asked.append(revision)
+        commit = revision or "a" * 40
+        snap = Path(cache_dir) / "models--org--m" / "snapshots" / commit
+        if not snap.exists():
+            shutil.copytree(model_folder, snap)
+        return str(snap)
+
+    import hpc_forget.models as M
+
+    monkeypatch.setattr(M, "prefetch_model", fake_prefetch_model)
+    cfg = make_cfg(tmp_path, "samples", models=("org/m",))
+    rec = P.prefetch(cfg, tmp_path / "cache")
+    assert rec.find("model", "org/m").revision == "a" * 40
+    P.prefetch(cfg, tmp_path / "cache")  # the recorded revision is fetched again
+    P.prefetch(cfg, tmp_path / "cache", revisions={"org/m": "b" * 40})
+    P.prefetch(cfg, tmp_path / "cache", update=True)  # main, now
+    assert asked == [None, "a" * 40, "b" * 40, None]
+    assert (tmp_path / "cache" / "models--org--m" / "refs" / "main").read_text() == "a" * 40
+
+
+def test_hub_parquet_form_becomes_jsonl_per_locale(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    if not SHARED.is_dir():
+        pytest.skip("shared MASSIVE files missing")
+    hub = tmp_path / "hub-parquet"
+    want = {}
+    for loc in LOCALES:
+        rows = [json.loads(b) for b in massive_rows(loc, 300)]
+        for part, split in (("train", "train"), ("dev", "validation"), ("test", "test")):
+            sel = [r for r in rows if r["partition"] == part]
+            if not sel:
+                continue
+            (hub / loc / split).mkdir(parents=True)
+            table = pa.Table.from_pylist(
+                [{k: r[k] for k in ("id", "locale", "utt", "annot_utt")} for r in sel]
+            )
+            pq.write_table(table, hub / loc / split / "0000.parquet")
+        want[loc] = len(rows)
+    cfg = make_cfg(tmp_path, "AmazonScience/massive")
+    rec = P.prefetch(cfg, tmp_path / "cache", sources={"massive": str(hub)})
+    item = rec.find("data", "AmazonScience/massive")
+    out = tmp_path / "cache" / item.path
+    for loc in LOCALES:
+        lines = (out / f"{loc}.jsonl").read_text().splitlines()
+        assert len(lines) == want[loc]
+    job_cfg = P.check_prefetched(cfg, tmp_path / "cache")
+    from hpc_forget.data import load_massive
+
+    corpus = load_massive(job_cfg.data.source, LOCALES)
+    assert sorted(corpus.locales) == sorted(LOCALES)
