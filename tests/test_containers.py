@@ -14,26 +14,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from _golden import NASTY, check_golden  # noqa: E402
 
 from hpc_forget import containers as C
 
 ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = Path(__file__).resolve().parent / "golden"
 DEF_FILE = ROOT / "containers" / "hpc-forget.def"
-
-# Paths with a space, both quotes and a dollar sign: the generated shell must keep them whole.
-NASTY = '/scratch/it\'s a "study" $HOME'
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("HPC_FORGET_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.is_file(), f"{path} missing: run with HPC_FORGET_UPDATE_GOLDEN=1 once"
-    assert text == path.read_text(encoding="utf-8"), (
-        f"{name} changed; if intended, regenerate with HPC_FORGET_UPDATE_GOLDEN=1 and review the diff"
-    )
 
 
 def shell_words(cmd: str) -> list[str]:
