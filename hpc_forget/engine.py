@@ -351,14 +351,17 @@ def _run_step(
         "train_loss": result.train_loss,
         "truncated_words": dropped,
     }
-    store.put_step(
-        task.run_id,
-        step,
-        scores=scores,
-        dev_curve=result.dev_curve,
-        meta=meta,
-        provenance=provenance(),
-    )
+    meta["processes"] = accelerator.num_processes
+    if accelerator.is_main_process:  # data parallel: one writer per step
+        store.put_step(
+            task.run_id,
+            step,
+            scores=scores,
+            dev_curve=result.dev_curve,
+            meta=meta,
+            provenance=provenance(),
+        )
+    accelerator.wait_for_everyone()
     test_avg = sum(scores.values()) / len(scores)
     log.info(
         "%s step %d/%d (%s): %d epochs (best %d), dev F1 %.3f, test F1 %.3f over %d language(s), %.1f s",
@@ -375,9 +378,18 @@ def _run_step(
     )
 
 
+def is_main_process() -> bool:
+    """False only in the non-zero ranks of a multi-process (`accelerate launch`) job."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def register_run(task: Task, cfg: ExperimentConfig, store: Store) -> None:
     from hpc_forget.data import LABELS
 
+    if not is_main_process():
+        return
     store.put_run(
         task.run_id,
         key=task.key.as_dict(),
@@ -432,7 +444,8 @@ def run_task(
             _run_step(
                 ws, task, model, path, step, store, should_stop=should_stop, progress=progress
             )
-            save_checkpoint(model, cfg, task.run_id, step)
+            if is_main_process():
+                save_checkpoint(model, cfg, task.run_id, step)
             ran += 1
         return ran
     for step in todo:

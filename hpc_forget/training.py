@@ -70,6 +70,19 @@ def make_accelerator(precision: str, cpu_threads: int = 0) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision(precision), cpu=on_cpu)
 
 
+def _shard(n_batches: int, world: int, rank: int) -> list[int]:
+    """The batch positions process ``rank`` of ``world`` trains on (data parallel).
+
+    Every process takes the same number of batches (DDP needs equal steps): up to world - 1
+    batches of an epoch are dropped, and an epoch of fewer batches than processes repeats
+    some. A single process takes them all.
+    """
+    if world <= 1 or n_batches == 0:
+        return list(range(n_batches))
+    usable = max(world, n_batches - n_batches % world)
+    return [i % n_batches for i in range(rank, usable, world)]
+
+
 def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
@@ -112,7 +125,8 @@ def train_step(
         fused=True,
     )
     lengths = [len(x) for x in data.train.input_ids]
-    n_batches = -(-len(lengths) // batch_size)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    n_batches = len(_shard(-(-len(lengths) // batch_size), world, rank))
     total = max(1, n_batches * max_epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total), total)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -148,7 +162,8 @@ def train_step(
             raise Preempted(f"stopped before epoch {epoch}")
         model.train()
         running = torch.zeros((), device=device)
-        for idx in train_batches(lengths, batch_size, seed=seed * 100_003 + epoch):
+        batches = train_batches(lengths, batch_size, seed=seed * 100_003 + epoch)
+        for idx in (batches[i] for i in _shard(len(batches), world, rank)):
             batch = collate(
                 data.train.input_ids,
                 data.train.labels,
@@ -166,7 +181,7 @@ def train_step(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             running += loss.detach()
-            seen += len(idx)
+            seen += len(idx) * world
         f1 = dev_f1()  # host sync, once per epoch
         curve.append(f1)
         losses.append(float(running) / max(1, n_batches))
