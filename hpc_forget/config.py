@@ -45,6 +45,7 @@ class TrainConfig:
 
     lr_full: float = 5e-5
     lr_lora: float = 5e-6
+    lr_head_lora: float | None = None  # the classifier's lr in LoRA runs; None = lr_lora
     max_epochs_full: int = 50
     max_epochs_lora: int = 100
     patience_full: int = 5
@@ -373,7 +374,9 @@ def _train(c: _Checker, raw: Any) -> TrainConfig:
     for name, v in raw.items():
         key = f"train.{name}"
         default = getattr(d, name)
-        if name == "precision":
+        if name == "lr_head_lora" and v is None:
+            kw[name] = None
+        elif name == "precision":
             if v not in ("auto", "bf16", "fp32"):
                 raise c.fail(key, f"must be auto, bf16 or fp32, got {v!r}")
             kw[name] = v

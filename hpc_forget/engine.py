@@ -312,6 +312,7 @@ def _run_step(
         seed=seed,
         should_stop=should_stop,
         progress=progress,
+        head_lr=hyper.head_lr if hyper.lora_rank else None,
     )
     from hpc_forget.evaluation import predict_words, score_examples
 
@@ -344,6 +345,7 @@ def _run_step(
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
         "lr": hyper.lr,
+        "head_lr": hyper.head_lr if hyper.lora_rank else None,
         "max_epochs": hyper.max_epochs,
         "patience": hyper.patience,
         "step_seed": seed,

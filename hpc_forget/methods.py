@@ -39,6 +39,7 @@ class StepHyper:
     max_epochs: int
     patience: int
     lora_rank: int  # 0 = full fine-tuning
+    head_lr: float | None = None  # the classifier's own lr (LoRA runs); None = lr
 
 
 def step_hyper(method: str, rank: int, train: TrainConfig) -> StepHyper:
@@ -46,7 +47,9 @@ def step_hyper(method: str, rank: int, train: TrainConfig) -> StepHyper:
     if method not in METHOD_KIND:
         raise ValueError(f"unknown method {method!r}")
     if rank:
-        return StepHyper(train.lr_lora, train.max_epochs_lora, train.patience_lora, rank)
+        return StepHyper(
+            train.lr_lora, train.max_epochs_lora, train.patience_lora, rank, train.lr_head_lora
+        )
     return StepHyper(train.lr_full, train.max_epochs_full, train.patience_full, 0)
 
 

@@ -8,6 +8,7 @@ See docs/models.md. Everything that touches the Hugging Face Hub goes through `l
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,7 +63,7 @@ XLMR_BASE_CONFIG: dict[str, Any] = {
     "eos_token_id": 2,
 }
 
-_TINY_FORMAT = 1  # bump when build_tiny's output changes, so cached tiny models are rebuilt
+_TINY_FORMAT = 2  # bump when build_tiny's output changes, so cached tiny models are rebuilt
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # XLM-R ids 0..3; <mask> is the last id
 
 
@@ -475,6 +477,134 @@ def train_tokenizer(
         return XLMRobertaTokenizerFast.from_pretrained(str(out))
 
 
+# Masked-language-model pretraining of the tiny model. The paper's LoRA adapts a *pretrained*
+# encoder, so the tiny preset plays one: a few hundred MLM steps on the study's own training
+# texts (see docs/models.md for what it does and does not fix). A step budget, not epochs,
+# bounds the cost whatever the corpus size (600 steps: ~20 s on one CPU thread).
+TINY_MLM_STEPS = 600  # default optimizer steps of MLM pretraining (0 = keep the random init)
+_MLM: dict[str, Any] = {
+    "batch_size": 64,
+    "lr": 3e-3,  # AdamW; 5e-3 with batch 32 collapsed the encoder in a trial
+    "warmup": 0.06,  # fraction of the steps, then linear decay to 0
+    "weight_decay": 0.01,
+    "betas": (0.9, 0.98),
+    "max_grad_norm": 1.0,
+    "mask_prob": 0.15,  # of the non-special tokens; of those 80% <mask>, 10% random, 10% kept
+    "max_length": 128,
+    "dropout": 0.0,  # while pretraining only (faster on CPU); the saved config keeps 0.1
+}
+
+
+@contextlib.contextmanager
+def _one_cpu_thread() -> Iterator[None]:
+    """Run torch on one CPU thread (bit-reproducible reductions; restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _mask_tokens(
+    ids: torch.Tensor,
+    special: torch.Tensor,
+    *,
+    mask_id: int,
+    first_normal: int,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: (inputs, labels); labels are -100 except at the chosen positions."""
+    p = _MLM["mask_prob"]
+    chosen = (torch.rand(ids.shape, generator=gen) < p) & ~special
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    roll = torch.rand(ids.shape, generator=gen)
+    random_ids = torch.randint(first_normal, mask_id, ids.shape, generator=gen)
+    inputs = torch.where(chosen & (roll < 0.8), torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+def pretrain_mlm(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    steps: int,
+    seed: int,
+) -> list[float]:
+    """Train an `XLMRobertaForMaskedLM` in place for `steps` optimizer steps on `texts`, on CPU.
+
+    Length-grouped batches of `_MLM["batch_size"]` in a seeded order (epochs repeat with new
+    orders until `steps` is reached); masking 15% of the non-special tokens (80% <mask>,
+    10% random, 10% unchanged) from a seeded generator; AdamW with linear warmup and decay.
+    The LM head only scores the masked positions. The caller fixes torch's RNG (dropout) and
+    the thread count. Returns the mean loss of each pass over the data (rounded).
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    from hpc_forget.batching import train_batches
+
+    max_length = min(_MLM["max_length"], tokenizer.model_max_length)  # fits the positions
+    ids = tokenizer(
+        list(texts), truncation=True, max_length=max_length, return_attention_mask=False
+    )["input_ids"]
+    lengths = [len(x) for x in ids]
+    pad_id, mask_id = tokenizer.pad_token_id, tokenizer.mask_token_id
+    first_normal = len(_SPECIALS)  # ids 0..3 are specials, <mask> is the last id
+    gen = torch.Generator().manual_seed(seed)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "LayerNorm" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "LayerNorm" not in n)]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": _MLM["weight_decay"]},
+            {"params": other, "weight_decay": 0.0},
+        ],
+        lr=_MLM["lr"],
+        betas=_MLM["betas"],
+        foreach=False,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(_MLM["warmup"] * steps), steps)
+    model.train()
+    losses: list[float] = []
+    step = epoch = 0
+    while step < steps:
+        total, n = 0.0, 0
+        for idx in train_batches(lengths, _MLM["batch_size"], seed=seed * 1_000_003 + epoch):
+            if step >= steps:
+                break
+            width = max(lengths[i] for i in idx)
+            batch = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            for row, i in enumerate(idx):
+                batch[row, : lengths[i]] = torch.tensor(ids[i])
+            special = batch < first_normal
+            inputs, labels = _mask_tokens(
+                batch, special, mask_id=mask_id, first_normal=first_normal, gen=gen
+            )
+            where = labels != -100
+            if not bool(where.any()):
+                continue
+            hidden = model.roberta(
+                input_ids=inputs, attention_mask=(batch != pad_id).long()
+            ).last_hidden_state
+            logits = model.lm_head(hidden[where])
+            loss = nn.functional.cross_entropy(logits, labels[where])
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), _MLM["max_grad_norm"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total += float(loss.detach())
+            n += 1
+            step += 1
+        if not n:  # no token can be masked (texts of specials/<unk> only): nothing to learn
+            break
+        losses.append(round(total / n, 4))
+        epoch += 1
+    model.eval()
+    return losses
+
+
 def build_tiny(
     texts: Iterable[str],
     out_dir: str | os.PathLike,
@@ -482,14 +612,23 @@ def build_tiny(
     seed: int = 0,
     *,
     vocab_size: int = 4000,
+    mlm_steps: int = TINY_MLM_STEPS,
     **cfg: int,
 ) -> Path:
     """Write a complete local model folder: tokenizer trained on `texts`, tiny XLM-R config,
-    random-init encoder weights (under `seed`). `cfg` goes to `tiny_config` (hidden, layers,
-    heads, intermediate, max_positions). The classifier is not saved: `load_model` adds one.
+    encoder weights initialised under `seed` and pretrained with masked-language modelling on
+    `texts` for `mlm_steps` steps (0 = left random). `cfg` goes to `tiny_config` (hidden,
+    layers, heads, intermediate, max_positions). The classifier is not saved: `load_model`
+    adds one. Same texts and settings give byte-identical files on the same machine (one CPU
+    thread, seeded masking and batch order).
     """
-    from transformers import XLMRobertaModel
+    from transformers import XLMRobertaForMaskedLM, XLMRobertaModel
 
+    if isinstance(mlm_steps, bool) or not isinstance(mlm_steps, int) or mlm_steps < 0:
+        raise ModelError(
+            f"tiny model mlm_steps must be an integer >= 0 (got {mlm_steps!r}): 0 keeps the "
+            "random initialisation"
+        )
     out = Path(out_dir)
     corpus = _canonical_texts(texts)
     tok = train_tokenizer(corpus, out, vocab_size=vocab_size)
@@ -498,11 +637,29 @@ def build_tiny(
     config.id2label = dict(enumerate(labels))
     config.label2id = {label: i for i, label in enumerate(labels)}
     tok.model_max_length = config.max_position_embeddings - 2
-    with torch.random.fork_rng(devices=[]), _quiet_transformers():
+    mlm_losses: list[float] = []
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]), _quiet_transformers(), _one_cpu_thread():
         torch.manual_seed(seed)
-        model = XLMRobertaModel(config, add_pooling_layer=False)
+        if mlm_steps:
+            pre = copy.deepcopy(config)
+            pre.hidden_dropout_prob = pre.attention_probs_dropout_prob = _MLM["dropout"]
+            mlm = XLMRobertaForMaskedLM(pre)
+            mlm_losses = pretrain_mlm(mlm, tok, corpus, steps=mlm_steps, seed=seed)
+            model = mlm.roberta
+            model.config = config
+        else:
+            model = XLMRobertaModel(config, add_pooling_layer=False)
         model.save_pretrained(str(out))
         tok.save_pretrained(str(out))
+    if mlm_steps:
+        log.info(
+            "tiny model: %d MLM steps on %d texts in %.1f s (loss per pass %s)",
+            mlm_steps,
+            len(corpus),
+            time.perf_counter() - t0,
+            mlm_losses,
+        )
     info = {
         "format": _TINY_FORMAT,
         "seed": seed,
@@ -511,6 +668,7 @@ def build_tiny(
         "n_texts": len(corpus),
         "texts_sha256": _texts_digest(corpus),
         "config": {k: v for k, v in sorted(cfg.items())},
+        "mlm": {"steps": mlm_steps, **_MLM, "loss_per_pass": mlm_losses},
     }
     (out / "hpc_forget_tiny.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return out
@@ -521,7 +679,12 @@ def _texts_digest(corpus: list[str]) -> str:
 
 
 def tiny_key(
-    texts: Iterable[str], labels: Sequence[str] = ("O",), *, vocab_size: int = 4000, **cfg: int
+    texts: Iterable[str],
+    labels: Sequence[str] = ("O",),
+    *,
+    vocab_size: int = 4000,
+    mlm_steps: int = TINY_MLM_STEPS,
+    **cfg: int,
 ) -> str:
     """12 hex digits identifying a tiny model built from these texts, labels and settings."""
     blob = json.dumps(
@@ -531,6 +694,8 @@ def tiny_key(
             "labels": list(labels),
             "vocab_size": vocab_size,
             "cfg": dict(sorted(cfg.items())),
+            "mlm_steps": mlm_steps,
+            "mlm": _MLM,
         },
         sort_keys=True,
     )
@@ -544,12 +709,13 @@ def resolve_model_spec(
     cache_dir: str | os.PathLike,
     labels: Sequence[str] = ("O",),
     vocab_size: int = 4000,
+    mlm_steps: int = TINY_MLM_STEPS,
     **cfg: int,
 ) -> str:
     """A spec `load_model`/`load_tokenizer` can load.
 
     "tiny" builds (once) a tiny model from `texts_fn()` into <cache_dir>/tiny-<hash> and
-    returns that folder; the hash covers the texts, labels and settings. The build goes to a
+    returns that folder; the hash covers the texts, labels and settings (MLM steps included). The build goes to a
     temporary folder renamed into place, so concurrent workers never see half a model.
     Presets become hub ids; paths get "~" expanded; anything else is returned unchanged.
     """
@@ -557,7 +723,7 @@ def resolve_model_spec(
         name = hub_id(spec)
         return str(Path(name).expanduser()) if name.startswith("~") else name
     texts = _canonical_texts(texts_fn())
-    key = tiny_key(texts, labels, vocab_size=vocab_size, **cfg)
+    key = tiny_key(texts, labels, vocab_size=vocab_size, mlm_steps=mlm_steps, **cfg)
     root = Path(cache_dir).expanduser()
     final = root / f"tiny-{key}"
     if (final / "config.json").exists():
@@ -565,7 +731,7 @@ def resolve_model_spec(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tiny-{key}-", dir=root))
     try:
-        build_tiny(texts, tmp, labels, vocab_size=vocab_size, **cfg)
+        build_tiny(texts, tmp, labels, vocab_size=vocab_size, mlm_steps=mlm_steps, **cfg)
         try:
             os.rename(tmp, final)
         except OSError:

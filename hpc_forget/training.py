@@ -106,20 +106,31 @@ def train_step(
     seed: int,
     should_stop: Callable[[], bool] = lambda: False,
     progress: bool = False,
+    head_lr: float | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on one step's data; leave it holding the best epoch's weights."""
     from transformers import get_linear_schedule_with_warmup
 
     device = accelerator.device
     params = _trainable(model)
-    decay = [p for n, p in params if p.ndim > 1 and "LayerNorm" not in n]
-    no_decay = [p for n, p in params if not (p.ndim > 1 and "LayerNorm" not in n)]
+    # Parameter groups: weight decay except on biases and LayerNorm; in LoRA runs the
+    # classifier may have its own learning rate (head_lr), so it can learn the label prior
+    # before the shared LoRA update drowns the tiny residual stream (docs/models.md).
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for n, p in params:
+        is_head = head_lr is not None and "classifier" in n
+        decays = p.ndim > 1 and "LayerNorm" not in n
+        groups.setdefault((is_head, decays), []).append(p)
     # The fused kernel (CPU and CUDA) updates every parameter in one pass; the default
     # per-tensor loop is several times slower on MASSIVE's short batches.
     optimizer = torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            {
+                "params": ps,
+                "lr": head_lr if is_head else lr,
+                "weight_decay": weight_decay if decays else 0.0,
+            }
+            for (is_head, decays), ps in sorted(groups.items())
         ],
         lr=lr,
         fused=True,

@@ -79,7 +79,9 @@ def tiny_model_dir(
     """A tiny XLM-R model folder (config, random weights, tokenizer) built once per session."""
     from hpc_forget.models import build_tiny
 
-    return build_tiny(tiny_texts, tmp_path_factory.mktemp("tiny-model"), tiny_labels, seed=0)
+    return build_tiny(
+        tiny_texts, tmp_path_factory.mktemp("tiny-model"), tiny_labels, seed=0, mlm_steps=0
+    )
 
 
 @pytest.fixture(scope="session")

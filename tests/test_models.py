@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import time
@@ -219,16 +220,61 @@ def test_tiny_model_loads_like_a_hub_model(tiny_model_dir: Path, tiny_tokenizer)
 
 
 def test_build_tiny_is_reproducible(tiny_texts: list[str], tmp_path: Path) -> None:
+    """Same texts and seed: byte-identical folders, MLM pretraining included, whatever the
+    caller's thread count (pretraining runs on one thread) and RNG state (left untouched)."""
     texts = tiny_texts[:200]
-    a = build_tiny(texts, tmp_path / "a", LABELS, seed=0, layers=1, hidden=32, heads=4)
-    b = build_tiny(texts, tmp_path / "b", LABELS, seed=0, layers=1, hidden=32, heads=4)
-    c = build_tiny(texts, tmp_path / "c", LABELS, seed=1, layers=1, hidden=32, heads=4)
+    kw = {"layers": 1, "hidden": 32, "heads": 4, "mlm_steps": 12}
+    threads = torch.get_num_threads()
+    state = torch.random.get_rng_state()
+    a = build_tiny(texts, tmp_path / "a", LABELS, seed=0, **kw)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.set_num_threads(2)
+    try:
+        b = build_tiny(list(reversed(texts)), tmp_path / "b", LABELS, seed=0, **kw)
+        assert torch.get_num_threads() == 2  # restored after pretraining
+    finally:
+        torch.set_num_threads(threads)
+    c = build_tiny(texts, tmp_path / "c", LABELS, seed=1, **kw)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "hpc_forget_tiny.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
     model = load_model(str(a), LABELS)
     assert (model.config.num_hidden_layers, model.config.hidden_size) == (1, 32)
     assert not any(k.startswith("classifier") for k in _saved_keys(a))
+
+
+def test_build_tiny_mlm_pretraining(
+    tiny_texts: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The saved encoder is the MLM-trained one; load_model adds only a fresh classifier."""
+    from safetensors.torch import load_file
+
+    texts = tiny_texts[:300]
+    kw = {"layers": 1, "hidden": 32, "heads": 4}
+    rand = build_tiny(texts, tmp_path / "rand", LABELS, mlm_steps=0, **kw)
+    pre = build_tiny(texts, tmp_path / "pre", LABELS, mlm_steps=60, **kw)
+    info = json.loads((pre / "hpc_forget_tiny.json").read_text())
+    assert info["format"] == models._TINY_FORMAT and info["mlm"]["steps"] == 60
+    losses = info["mlm"]["loss_per_pass"]
+    assert len(losses) >= 2 and losses[-1] < losses[0] - 0.5  # it learned something
+    assert json.loads((rand / "hpc_forget_tiny.json").read_text())["mlm"]["loss_per_pass"] == []
+    saved_rand, saved_pre = (
+        load_file(str(rand / "model.safetensors")),
+        load_file(str(pre / "model.safetensors")),
+    )
+    assert saved_pre.keys() == saved_rand.keys()  # same encoder layout, no MLM head saved
+    assert not any(k.startswith(("lm_head", "classifier", "pooler")) for k in saved_pre)
+    emb = "embeddings.word_embeddings.weight"
+    assert not torch.equal(saved_pre[emb], saved_rand[emb])
+    config = json.loads((pre / "config.json").read_text())
+    assert config["hidden_dropout_prob"] == 0.1  # fine-tuning keeps XLM-R's dropout
+    with caplog.at_level("WARNING", logger="hpc_forget.models"):
+        model = load_model(str(pre), LABELS)
+    assert not caplog.records  # no encoder weight missing or re-initialised
+    assert torch.equal(model.roberta.embeddings.word_embeddings.weight, saved_pre[emb])
+    with pytest.raises(ModelError) as err:
+        build_tiny(texts, tmp_path / "bad", LABELS, mlm_steps=-1, **kw)
+    assert "mlm_steps" in one_line(err)
 
 
 def _saved_keys(folder: Path) -> list[str]:
@@ -247,7 +293,8 @@ def test_resolve_model_spec_builds_tiny_once(
         calls.append(1)
         return tiny_texts[:300]
 
-    path = resolve_model_spec("tiny", texts_fn=texts, cache_dir=tmp_path, hidden=32)
+    kw = {"hidden": 32, "mlm_steps": 0}
+    path = resolve_model_spec("tiny", texts_fn=texts, cache_dir=tmp_path, **kw)
     assert Path(path).parent == tmp_path and Path(path).name.startswith("tiny-")
     assert (Path(path) / "config.json").is_file() and (Path(path) / "tokenizer.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == [Path(path).name]  # no temp folders left
@@ -258,12 +305,23 @@ def test_resolve_model_spec_builds_tiny_once(
 
     monkeypatch.setattr(models, "build_tiny", no_rebuild)
     again = resolve_model_spec(
-        "tiny", texts_fn=lambda: list(reversed(tiny_texts[:300])), cache_dir=tmp_path, hidden=32
+        "tiny", texts_fn=lambda: list(reversed(tiny_texts[:300])), cache_dir=tmp_path, **kw
     )
     assert again == path and calls == [1]
     monkeypatch.undo()
-    other = resolve_model_spec("tiny", texts_fn=lambda: tiny_texts[:200], cache_dir=tmp_path)
+    other = resolve_model_spec(
+        "tiny", texts_fn=lambda: tiny_texts[:200], cache_dir=tmp_path, mlm_steps=0
+    )
     assert other != path
+    # the MLM steps are part of the key (and reach build_tiny)
+    trained = resolve_model_spec(
+        "tiny", texts_fn=texts, cache_dir=tmp_path, hidden=32, layers=1, heads=4, mlm_steps=3
+    )
+    assert trained not in (path, other)
+    assert json.loads((Path(trained) / "hpc_forget_tiny.json").read_text())["mlm"]["steps"] == 3
+    texts300 = tiny_texts[:300]
+    assert models.tiny_key(texts300, mlm_steps=0) != models.tiny_key(texts300, mlm_steps=1)
+    assert models.tiny_key(texts300) == models.tiny_key(texts300, mlm_steps=models.TINY_MLM_STEPS)
 
 
 def test_resolve_model_spec_other_specs() -> None:
