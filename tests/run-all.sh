@@ -14,8 +14,8 @@ fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
 export PATH="$PWD/$VENV/bin:$PATH"
 
-ruff check hpc_forget tests analysis
-ruff format --check hpc_forget tests analysis
+ruff check hpc_forget tests analysis benchmarks slurm
+ruff format --check hpc_forget tests analysis benchmarks slurm
 
 if [ "${FAST:-0}" = 1 ]; then
     exec python -m pytest -m "not slow and not slurm" "$@"
