@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from hpc_forget.methods import DISPLAY_NAME
+
 if TYPE_CHECKING:  # heavy imports stay lazy where the module is only imported for a name
     from peft import PeftModel
     from transformers import (
@@ -954,13 +956,6 @@ PAPER_TABLE1: dict[tuple[str, int], float] = {
     ("nonshared_lora", 64): 557.19,
     ("nonshared_lora", 256): 2228.75,
 }
-DISPLAY = {
-    "multi": "MULTI",
-    "mono": "MONO",
-    "vanilla": "VANILLA",
-    "shared_lora": "SHARED LoRA",
-    "nonshared_lora": "NON-SHARED LoRA",
-}
 
 
 @dataclass(frozen=True)
@@ -1059,7 +1054,7 @@ def params_table(
                 f"paper prints {value:,.2f} (MULTI's figure); {n} x {lora_paper[rank]:,} = "
                 f"{paper / 1e6:,.2f}M, so likely a typo"
             )
-        return Row(method, rank, DISPLAY[method], models, paper, ours, value, note)
+        return Row(method, rank, DISPLAY_NAME[method], models, paper, ours, value, note)
 
     rows = [row("multi", 0, 1, full_paper, full_ours)]
     rows += [row("multi", r, 1, lora_paper[r], lora_ours[r]) for r in ranks]
