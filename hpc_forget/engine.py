@@ -151,7 +151,7 @@ class Workspace:
     def cache_dir(self) -> str:
         return self.cfg.cache_dir or str(Path(self.cfg.store) / "cache")
 
-    def model_path(self, spec: str, seed: int) -> str:
+    def model_path(self, spec: str) -> str:
         if spec not in self._model_path:
             from hpc_forget.models import resolve_model_spec
 
@@ -260,7 +260,7 @@ def _fresh_model(ws: Workspace, task: Task, seed: int) -> tuple[torch.nn.Module,
     from hpc_forget.data import LABELS
     from hpc_forget.models import add_lora, load_model
 
-    path = ws.model_path(task.key.model, task.key.seed)
+    path = ws.model_path(task.key.model)
     seed_everything(seed)
     model = load_model(path, list(LABELS), cache_dir=ws.cache_dir, seed=seed)
     if task.key.rank:
