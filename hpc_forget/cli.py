@@ -11,29 +11,7 @@ import click
 import yaml
 
 from hpc_forget import __version__
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is a complete one-line answer for the user."""
-    from hpc_forget.config import ConfigError
-    from hpc_forget.planning import OrderError
-
-    errs: list[type[BaseException]] = [ConfigError, OrderError]
-    for mod, name in (
-        ("hpc_forget.data", "DataError"),
-        ("hpc_forget.store", "StoreError"),
-        ("hpc_forget.models", "ModelError"),
-        ("hpc_forget.slurm", "SlurmError"),
-        ("hpc_forget.prefetch", "PrefetchError"),
-        ("hpc_forget.reporting", "AnalysisError"),
-        ("hpc_forget.metrics", "MetricsError"),
-        ("hpc_forget.languages", "LanguageError"),
-    ):
-        try:
-            errs.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errs)
+from hpc_forget.errors import UserError
 
 
 def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -421,7 +399,6 @@ def cancel_cmd(run: str) -> None:
 
 
 def main() -> None:
-    errors = _user_errors()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -430,7 +407,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except errors as exc:
+    except UserError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

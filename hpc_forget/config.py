@@ -17,14 +17,12 @@ from typing import Any
 
 import yaml
 
+from hpc_forget.errors import ConfigError
+
 METHODS = ("multi", "mono", "vanilla", "shared_lora", "nonshared_lora")
 LORA_METHODS = ("shared_lora", "nonshared_lora")
 FULL_ONLY_METHODS = ("mono", "vanilla")
 BUILTIN_CONFIGS = ("demo", "paper")
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message is one line naming the file and key."""
 
 
 @dataclass(frozen=True)
@@ -424,3 +422,20 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
 
 def dump_yaml(d: dict) -> str:
     return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------------------------
+# model specs
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """``"xlm-roberta-base@e73636d"`` -> ``("xlm-roberta-base", "e73636d")``; no ``@`` -> None.
+
+    A config pins a model's revision (a commit hash, tag or branch on the Hub) by writing
+    ``NAME@REVISION`` in ``models`` or ``{name: NAME, revision: REVISION}``; both are stored as
+    ``NAME@REVISION``, which is also what the run key records.
+    """
+    name, sep, rev = spec.rpartition("@")
+    if not sep or not name or not rev or "/" in rev:
+        return spec, None
+    return name, rev

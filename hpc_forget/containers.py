@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpc_forget.errors import ContainerError
+
 #: Variables a job needs inside the image; a trailing ``*`` is a prefix.
 DEFAULT_ENV_FORWARD: tuple[str, ...] = (
     "SLURM_*",
@@ -45,10 +47,6 @@ OFFLINE_ENV: dict[str, str] = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "PYTHONNOUSERSITE": "1",
 }
-
-
-class ContainerError(ValueError):
-    """A container option that cannot work; the message is one line naming the option."""
 
 
 @dataclass(frozen=True)

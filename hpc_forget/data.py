@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_forget.errors import DataError
+
 # The 55 MASSIVE slot types, sorted; derived once from en-US.jsonl (MASSIVE 1.1) and fixed here.
 SLOT_TYPES: tuple[str, ...] = (
     "alarm_type",
@@ -102,10 +104,6 @@ _CHAR_WORD = re.compile(r"[^\s\x80-\U0010ffff]+|\S")  # an ASCII run, or one non
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
 _ROW_FIELDS = ("id", "locale", "partition", "utt", "annot_utt")
-
-
-class DataError(ValueError):
-    """A user-facing data problem; the message is one line naming where and what to do."""
 
 
 class _RowError(Exception):

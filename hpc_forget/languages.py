@@ -16,9 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-
-class LanguageError(ValueError):
-    """An unknown locale or a malformed vitality grouping (one-line message)."""
+from hpc_forget.errors import LanguageError
 
 
 @dataclass(frozen=True)

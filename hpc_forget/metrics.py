@@ -17,13 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hpc_forget.errors import MetricsError
+
 CONVENTIONS: tuple[str, ...] = ("paper", "paper-literal", "gem", "avalanche", "mhamdi")
 P_SETS: tuple[str, ...] = ("common", "seen")
 HOPS: tuple[int, ...] = tuple(range(10))
-
-
-class MetricsError(ValueError):
-    """Inputs the metrics cannot use (one-line message)."""
 
 
 # --------------------------------------------------------------------------- helpers

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from hpc_forget.errors import ModelError
 from hpc_forget.methods import DISPLAY_NAME
 
 if TYPE_CHECKING:  # heavy imports stay lazy where the module is only imported for a name
@@ -67,10 +68,6 @@ XLMR_BASE_CONFIG: dict[str, Any] = {
 
 _TINY_FORMAT = 2  # bump when build_tiny's output changes, so cached tiny models are rebuilt
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # XLM-R ids 0..3; <mask> is the last id
-
-
-class ModelError(ValueError):
-    """A one-line, user-facing problem with a model spec, a model folder or a tokenizer."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,14 +16,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hpc_forget.errors import OrderError
 from hpc_forget.methods import METHOD_KIND
 
 if TYPE_CHECKING:
     from hpc_forget.config import ExperimentConfig, OrderSpec
-
-
-class OrderError(ValueError):
-    """An order that cannot be used with the run's languages."""
 
 
 def _split(s: str) -> tuple[str, ...]:

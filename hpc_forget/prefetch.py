@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_forget.errors import PrefetchError
+
 RECORD = "prefetch.json"
 RECORD_FORMAT = "hpc-forget-prefetch"
 MASSIVE_URL = "https://amazon-massive-dataset.s3.amazonaws.com/amazon-massive-dataset-1.1.tar.gz"
@@ -45,10 +47,6 @@ DATA_KEY = "massive"  # the key of the data item in `sources`
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _WEIGHTS = ("*.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 _TOKENIZER = ("tokenizer.json", "sentencepiece.bpe.model", "tokenizer_config.json", "vocab.txt")
-
-
-class PrefetchError(Exception):
-    """One line: what is missing or wrong, and the command that fixes it."""
 
 
 @dataclass

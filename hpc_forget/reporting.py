@@ -37,6 +37,7 @@ import numpy as np
 
 from hpc_forget import languages as L
 from hpc_forget import metrics as M
+from hpc_forget.errors import AnalysisError
 from hpc_forget.methods import DISPLAY_NAME
 
 SCHEMA_VERSION = 1
@@ -45,10 +46,6 @@ GROUP_FIELDS: tuple[str, ...] = ("method", "model", "rank", "strategy", "data_sc
 FIG7_PNG_LIMIT = 8
 FIG_DPI = 100
 ParamsFn = Callable[[Mapping[str, Any], int], "float | None"]
-
-
-class AnalysisError(Exception):
-    """A problem the user can fix (one-line message naming the file or option)."""
 
 
 # =========================================================================== store adapter

@@ -46,6 +46,7 @@ from hpc_forget.containers import (
     job_binds,
     launcher_argv,
 )
+from hpc_forget.errors import SlurmError
 from hpc_forget.worker import (
     EXIT_PREEMPTED,
     STALE_S,
@@ -60,10 +61,6 @@ SUBMISSION_VERSION = 1
 STATES = ("pending", "running", "done", "failed", "missing")
 GROUPS = ("chains", "independent")
 PROFILE_ENV = "HPC_FORGET_PROFILES"
-
-
-class SlurmError(Exception):
-    """A user-facing problem with a profile, a run folder or the cluster; one line."""
 
 
 # ============================================================================================

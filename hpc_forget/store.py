@@ -40,6 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hpc_forget.errors import StoreError
+
 # HDF5's own file locking fails on Lustre and many NFS mounts (errno 11, 37, 38, 524). We never
 # rely on it: every open below passes locking=False; the variable covers other HDF5 users.
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
@@ -100,10 +102,6 @@ _DISK_FULL = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded"}
 _STEP_NAME = re.compile(r"^(\d{6,9})\.h5$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,149}$")
 _HOST = re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname())[:40] or "host"
-
-
-class StoreError(Exception):
-    """A one-line, user-facing problem with the store: names the path and what to do."""
 
 
 class StoreWarning(UserWarning):

@@ -31,6 +31,7 @@ from typing import Any
 
 from hpc_forget import __version__
 from hpc_forget.containers import OFFLINE_ENV
+from hpc_forget.errors import WorkerError
 
 MANIFEST_FORMAT = "hpc-forget-manifest"
 MANIFEST_VERSION = 1
@@ -43,10 +44,6 @@ EXIT_PREEMPTED = 75  # stopped by a signal with the store consistent; a re-run r
 MARKER_STATES = ("running", "stopping", "requeued", "interrupted", "done", "failed")
 HEARTBEAT_S = 60.0  # a running worker rewrites its marker this often
 STALE_S = 300.0  # status calls a "running" marker older than this lost
-
-
-class WorkerError(Exception):
-    """A problem with the manifest or the environment; one line, naming the file."""
 
 
 class TaskPreempted(Exception):

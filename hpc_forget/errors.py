@@ -1,0 +1,60 @@
+"""Every error whose message is a complete one-line answer for the user, in one place.
+
+This module imports nothing, so the command line can catch these without importing torch,
+h5py or transformers. Each stage raises its own subclass; the CLI prints ``error: <message>``
+and exits 2 for any :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem in the user's input or environment; the message is one line saying what to do."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration problem; the message names the file (or option) and the key."""
+
+
+class OrderError(UserError, ValueError):
+    """An order that cannot be used with the run's languages."""
+
+
+class DataError(UserError, ValueError):
+    """Bad MASSIVE input: ``<file>:<line>: <what> — <what to do>``."""
+
+
+class ModelError(UserError, ValueError):
+    """A model or tokenizer that cannot be loaded."""
+
+
+class StoreError(UserError):
+    """The results store cannot be read or written."""
+
+
+class LanguageError(UserError, ValueError):
+    """An unknown locale or a bad vitality grouping."""
+
+
+class MetricsError(UserError, ValueError):
+    """A matrix or option the metrics cannot be computed from."""
+
+
+class AnalysisError(UserError):
+    """A store or option the analysis cannot use."""
+
+
+class ContainerError(UserError, ValueError):
+    """A container image or command line that cannot be built."""
+
+
+class SlurmError(UserError):
+    """A profile, submission or run folder problem."""
+
+
+class PrefetchError(UserError):
+    """A model or data set that cannot be fetched or verified."""
+
+
+class WorkerError(UserError):
+    """A manifest or array index the worker cannot use."""
