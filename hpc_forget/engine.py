@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import time
@@ -26,6 +27,7 @@ import torch
 
 from hpc_forget import __version__
 from hpc_forget.config import ExperimentConfig, config_to_dict
+from hpc_forget.identity import run_settings, settings_digest
 from hpc_forget.methods import DISPLAY_NAME, evaluated_languages, step_hyper, trained_languages
 from hpc_forget.planning import Task, plan
 from hpc_forget.store import Store
@@ -355,6 +357,7 @@ def _run_step(
     }
     meta["processes"] = accelerator.num_processes
     if accelerator.is_main_process:  # data parallel: one writer per step
+        register_run(task, cfg, store)
         store.put_step(
             task.run_id,
             step,
@@ -387,7 +390,27 @@ def is_main_process() -> bool:
     return PartialState().is_main_process
 
 
+def task_settings(task: Task, cfg: ExperimentConfig) -> dict[str, Any]:
+    """The settings ``task``'s run id stands for, recomputed from ``cfg`` and checked.
+
+    A task read from a manifest carries only the digest; if ``cfg`` resolves to other
+    settings (the config changed since the plan), its scores would be filed under the wrong
+    run, so that is an error.
+    """
+    from hpc_forget.errors import ConfigError
+
+    settings = run_settings(cfg, task.key.method, task.key.rank)
+    if settings_digest(settings) != task.key.settings:
+        raise ConfigError(
+            f"task {task.task_id}: the config's settings no longer match the planned run"
+            " (the config changed after planning); plan or submit again"
+        )
+    return settings
+
+
 def register_run(task: Task, cfg: ExperimentConfig, store: Store) -> None:
+    """Write the run file; called just before the run's first scores are written, so a run
+    that fails earlier (bad data, a missing model) leaves nothing in the store."""
     from hpc_forget.data import LABELS
 
     if not is_main_process():
@@ -400,6 +423,7 @@ def register_run(task: Task, cfg: ExperimentConfig, store: Store) -> None:
         steps=list(task.steps),
         labels=list(LABELS),
         config=config_to_dict(cfg),
+        settings=task_settings(task, cfg),
     )
 
 
@@ -418,7 +442,7 @@ def run_task(
     checkpoint stay consistent, so running the task again resumes.
     """
     ws = workspace or Workspace(cfg)
-    register_run(task, cfg, store)
+    task_settings(task, cfg)  # before any work: the task must be this config's
     done = store.done_steps(task.run_id)
     todo = [i for i in task.step_indices if i not in done]
     if not todo:
@@ -440,7 +464,7 @@ def run_task(
             )
         for step in range(start, len(task.steps)):
             if should_stop():
-                raise Preempted(f"{task.task_id}: stopped before step {step}")
+                raise Preempted(f"{task.task_id}: stopped before step {step + 1}/{len(task.steps)}")
             # A step already in the store is recomputed only to rebuild the weights of a
             # missing checkpoint; put_step is idempotent.
             _run_step(
@@ -452,7 +476,7 @@ def run_task(
         return ran
     for step in todo:
         if should_stop():
-            raise Preempted(f"{task.task_id}: stopped before step {step}")
+            raise Preempted(f"{task.task_id}: stopped before step {step + 1}/{len(task.steps)}")
         model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1 - step))
         _run_step(ws, task, model, path, step, store, should_stop=should_stop, progress=progress)
         ran += 1
@@ -490,18 +514,45 @@ def run_config(
     return out
 
 
+def planned_settings(cfg: ExperimentConfig, tasks: list[Task]) -> dict[str, tuple[dict, dict]]:
+    """Run id -> (key, settings) of every run the tasks belong to."""
+    out: dict[str, tuple[dict, dict]] = {}
+    for t in tasks:
+        if t.run_id not in out:
+            out[t.run_id] = (t.key.as_dict(), run_settings(cfg, t.key.method, t.key.rank))
+    return out
+
+
+def stored_settings(store: Store) -> dict[str, tuple[dict, dict]]:
+    """Run id -> (key, settings) of every run in the store."""
+    return {r.run_id: (r.key, r.settings) for r in store.runs()}
+
+
 def run_study(spec: str, *, overrides: dict[str, Any] | None = None, progress: bool = True) -> str:
     """`hpc-forget run`: load a config, run what the store lacks, return the printed summary."""
     from hpc_forget.config import load_config
+    from hpc_forget.identity import other_settings_note
     from hpc_forget.summary import format_summary
 
     cfg = load_config(spec, overrides=overrides)
     t0 = time.perf_counter()
-    ran = run_config(cfg, progress=progress)
+    tasks = plan(cfg)
+    ran = run_config(cfg, tasks=tasks, progress=progress)
     steps = sum(ran.values())
+    store = Store(cfg.store)
     head = (
         f"{cfg.name}: {len(ran)} tasks, {steps} step(s) trained in {time.perf_counter() - t0:.1f} s"
-        f" (steps already in the store were skipped); store: {cfg.store}"
+        " (steps already in the store were skipped)"
     )
-    tasks = plan(cfg)
-    return head + "\n\n" + format_summary(Store(cfg.store), {t.run_id for t in tasks})
+    lines = [head]
+    note = other_settings_note(planned_settings(cfg, tasks), stored_settings(store))
+    if note:
+        lines.append(note)
+    summary = format_summary(store, {t.run_id for t in tasks})
+    out = Path(cfg.store).parent / "report"
+    tail = [
+        f"store: {cfg.store}",
+        f"next: hpc-forget analyze {shlex.quote(cfg.store)} --out {shlex.quote(str(out))}"
+        "   (metrics, tables, figures and report.html)",
+    ]
+    return "\n".join(lines) + "\n\n" + summary + "\n\n" + "\n".join(tail)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hpc_forget.errors import OrderError
+from hpc_forget.identity import run_settings, settings_digest
 from hpc_forget.methods import METHOD_KIND
 
 if TYPE_CHECKING:
@@ -125,6 +126,9 @@ class RunKey:
     seed: int
     strategy: str = "none"
     data_scale: float = 1.0
+    settings: str = (
+        ""  # identity.settings_digest of identity.run_settings: all else that scores depend on
+    )
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,9 +197,16 @@ def plan(cfg: ExperimentConfig) -> list[Task]:
             for method in cfg.methods:
                 kind = METHOD_KIND[method.name]
                 for rank in method.ranks:
+                    settings = settings_digest(run_settings(cfg, method.name, rank))
 
                     def key(
-                        order: str, *, method=method, rank=rank, model=model, seed=seed
+                        order: str,
+                        *,
+                        method=method,
+                        rank=rank,
+                        model=model,
+                        seed=seed,
+                        settings=settings,
                     ) -> RunKey:
                         return RunKey(
                             method=method.name,
@@ -204,6 +215,7 @@ def plan(cfg: ExperimentConfig) -> list[Task]:
                             order=order,
                             seed=seed,
                             data_scale=cfg.data.train_fraction,
+                            settings=settings,
                         )
 
                     if kind == "sequential":

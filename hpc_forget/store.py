@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 
 from hpc_forget import __version__  # noqa: E402
 
-SCHEMA_VERSION: int = 1
+SCHEMA_VERSION: int = 2
 """Version of the on-disk layout; a store or file of another version is refused (StoreError)."""
 
 MARKER = "STORE.json"
@@ -119,6 +119,8 @@ class RunRecord:
     steps: list[str]
     labels: list[str]
     config: dict
+    settings: dict = field(default_factory=dict)
+    """What beyond the key the scores depend on (hpc_forget.identity.run_settings)."""
     step_meta: dict[int, dict] = field(default_factory=dict)
     dev_curves: dict[int, list[float]] = field(default_factory=dict)
     provenance: dict[int, dict] = field(default_factory=dict)
@@ -409,6 +411,8 @@ class _Header:
     created_at: str
     crc: int
     ident: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) of the run file
+    settings: dict = field(default_factory=dict)
+    settings_json: str = "{}"
 
 
 @dataclass(frozen=True)
@@ -435,6 +439,7 @@ def _header_crc(
     labels: Sequence[str],
     config_json: str,
     created_at: str,
+    settings_json: str,
 ) -> int:
     return _crc(
         run_id,
@@ -445,6 +450,7 @@ def _header_crc(
         _strings(labels),
         config_json,
         created_at,
+        settings_json,
     )
 
 
@@ -457,6 +463,7 @@ def _make_header(
     steps: Sequence[str],
     labels: Sequence[str],
     config: Mapping,
+    settings: Mapping,
 ) -> _Header:
     """Validate put_run's arguments; one-line StoreError for each kind of mistake."""
     _check_run_id(run_id)
@@ -482,10 +489,11 @@ def _make_header(
     labs = tuple(labels)
     if not all(isinstance(x, str) for x in labs):
         raise StoreError(f"put_run {run_id}: labels must be a list of strings")
-    if not isinstance(key, Mapping) or not isinstance(config, Mapping):
-        raise StoreError(f"put_run {run_id}: key and config must be dicts")
+    if not all(isinstance(x, Mapping) for x in (key, config, settings)):
+        raise StoreError(f"put_run {run_id}: key, config and settings must be dicts")
     key_json = _dumps(dict(key), f"put_run {run_id}: key")
     config_json = _dumps(dict(config), f"put_run {run_id}: config")
+    settings_json = _dumps(dict(settings), f"put_run {run_id}: settings")
     created = _now()
     return _Header(
         run_id=run_id,
@@ -498,7 +506,11 @@ def _make_header(
         key_json=key_json,
         config_json=config_json,
         created_at=created,
-        crc=_header_crc(run_id, kind, key_json, langs, stps, labs, config_json, created),
+        crc=_header_crc(
+            run_id, kind, key_json, langs, stps, labs, config_json, created, settings_json
+        ),
+        settings=json.loads(settings_json),
+        settings_json=settings_json,
     )
 
 
@@ -523,6 +535,7 @@ def _write_header_attrs(g: h5py.Group, h: _Header) -> None:
     g.attrs["kind"] = h.kind
     g.attrs["key"] = h.key_json
     g.attrs["config"] = h.config_json
+    g.attrs["settings"] = h.settings_json
     g.attrs["created_at"] = h.created_at
     g.attrs["crc32"] = np.int64(h.crc)
     g.create_dataset("languages", data=_str_array(h.languages))
@@ -535,6 +548,7 @@ def _read_header_group(g: h5py.Group) -> _Header:
     kind = _attr_str(g.attrs, "kind")
     key_json = _attr_str(g.attrs, "key")
     config_json = _attr_str(g.attrs, "config")
+    settings_json = _attr_str(g.attrs, "settings")
     created = _attr_str(g.attrs, "created_at")
     for name in ("languages", "steps", "labels"):
         if name not in g or not isinstance(g[name], h5py.Dataset):
@@ -543,7 +557,9 @@ def _read_header_group(g: h5py.Group) -> _Header:
     stps = tuple(_read_strs(g["steps"]))
     labs = tuple(_read_strs(g["labels"]))
     crc = int(g.attrs.get("crc32", -1))
-    if crc != _header_crc(run_id, kind, key_json, langs, stps, labs, config_json, created):
+    if crc != _header_crc(
+        run_id, kind, key_json, langs, stps, labs, config_json, created, settings_json
+    ):
         raise _Damaged("checksum mismatch (the file content is damaged)")
     if kind not in KINDS or not langs:
         raise _Damaged(f"invalid run header (kind {kind!r}, {len(langs)} languages)")
@@ -559,6 +575,8 @@ def _read_header_group(g: h5py.Group) -> _Header:
         config_json=config_json,
         created_at=created,
         crc=crc,
+        settings=json.loads(settings_json),
+        settings_json=settings_json,
     )
 
 
@@ -992,13 +1010,18 @@ class Store:
         steps: list[str],
         labels: list[str],
         config: dict,
+        settings: dict | None = None,
     ) -> None:
-        """Write the run file once. Idempotent: same key/kind/languages/steps/labels is a no-op
-        (a different config only warns, the first is kept); a different one is a StoreError."""
+        """Write the run file once. Idempotent: the same key/kind/languages/steps/labels/
+        settings is a no-op, whatever the config (only its score-free keys can differ, and the
+        first is kept); a different one is a StoreError.
+
+        ``settings``: everything beyond the key that the scores depend on
+        (:func:`hpc_forget.identity.run_settings`); the key's ``settings`` digest names it."""
         self._require_directory("put_run")
         h = _make_header(
             run_id, key=key, kind=kind, languages=languages, steps=steps, labels=labels,
-            config=config,
+            config=config, settings=settings or {},
         )  # fmt: skip
         final = self.run_file(run_id)
         try:
@@ -1386,7 +1409,7 @@ class Store:
 
 
 def _compare_headers(path: Path, old: _Header, new: _Header) -> None:
-    for name in ("key", "kind", "languages", "steps", "labels"):
+    for name in ("key", "kind", "languages", "steps", "labels", "settings"):
         a, b = getattr(old, name), getattr(new, name)
         if a != b:
             raise StoreError(
@@ -1394,12 +1417,8 @@ def _compare_headers(path: Path, old: _Header, new: _Header) -> None:
                 f" ({_one_line(repr(a), 80)} != {_one_line(repr(b), 80)}); use a new store"
                 " or delete this run's files"
             )
-    if old.config_json != new.config_json:
-        warnings.warn(
-            f"{path}: run {new.run_id} already exists with a different config; kept the first",
-            StoreWarning,
-            stacklevel=3,
-        )
+    # The configs can differ only in keys that cannot change a score (store path, cache dir,
+    # threads, ...): the run id covers the rest. The first is kept, silently.
 
 
 def _make_step(
@@ -1471,6 +1490,7 @@ def _make_record(h: _Header, rows: dict[int, _Step]) -> RunRecord:
         steps=list(h.steps),
         labels=list(h.labels),
         config=dict(h.config),
+        settings=dict(h.settings),
         step_meta={i: json.loads(rows[i].meta_json) for i in order},
         dev_curves={i: [float(x) for x in rows[i].dev_curve] for i in order},
         provenance={i: json.loads(rows[i].prov_json) for i in order},

@@ -135,3 +135,47 @@ def test_read_only_store_fails_before_training(tmp_path, tiny_model_dir, monkeyp
     monkeypatch.setattr(engine, "run_task", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(StoreError, match="read-only"):
         run_config(cfg, progress=False)
+
+
+def test_changed_config_makes_new_runs_and_never_returns_old_scores(finished, tmp_path_factory):
+    """#8: --set data.max_train=... on an existing store trained nothing and printed old scores."""
+    cfg, _ = finished
+    changed = config_from_dict(
+        {**_raw_of(cfg), "data": {**_raw_of(cfg)["data"], "max_train": 40}, "methods": ["mono"]}
+    )
+    before = {r.run_id for r in Store(cfg.store).runs()}
+    ran = run_config(changed, progress=False)
+    assert sum(ran.values()) == 3  # trained, not skipped
+    after = {r.run_id: r for r in Store(cfg.store).runs()}
+    assert before < set(after)  # the old runs are still there, untouched
+    new = [after[t.run_id] for t in plan(changed)]
+    assert all(r.settings["data"]["max_train"] == 40 for r in new)
+
+
+def test_store_path_spelled_differently_is_the_same_run(finished):
+    import warnings
+
+    cfg, _ = finished
+    respelled = config_from_dict({**_raw_of(cfg), "store": cfg.store + "/../store"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sum(run_config(respelled, progress=False).values()) == 0
+
+
+def test_run_file_is_written_only_with_the_first_scores(tmp_path, tiny_model_dir):
+    """A run that fails on bad data leaves nothing that blocks or mislabels the fixed run."""
+    from hpc_forget.errors import DataError
+
+    bad = _cfg(tmp_path, tiny_model_dir, methods=["multi"])
+    bad = config_from_dict({**_raw_of(bad), "data": {**_raw_of(bad)["data"], "source": str(
+        tmp_path / "nowhere")}})  # fmt: skip
+    with pytest.raises(DataError):
+        run_config(bad, progress=False)
+    store = Store(bad.store)
+    assert not store.path.exists() or store.runs() == []
+
+
+def _raw_of(cfg):
+    from hpc_forget.config import config_to_dict
+
+    return config_to_dict(cfg)

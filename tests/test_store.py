@@ -48,6 +48,7 @@ def _run(st: Store, run_id: str = "r1", kind: str = "sequential", **kw) -> None:
         steps=steps,
         labels=kw.pop("labels", ["O", "B-date", "I-date"]),
         config=kw.pop("config", {"train": {"lr": 2e-5}}),
+        settings=kw.pop("settings", {}),
     )
 
 
@@ -248,9 +249,21 @@ def test_put_run_idempotent_and_conflicts(tmp_path):
     _one_line(str(e.value))
     with pytest.raises(StoreError, match="different key"):
         _run(Store(tmp_path), key={"method": "mono"})
-    with pytest.warns(StoreWarning, match="different config; kept the first"):
-        _run(Store(tmp_path), config={"train": {"lr": 1.0}})
+    # Configs may differ only in score-free keys (the run id covers the rest): first kept.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _run(Store(tmp_path), config={"store": "elsewhere", "train": {"lr": 2e-5}})
     assert Store(tmp_path).run("r1").config == {"train": {"lr": 2e-5}}
+    with pytest.raises(StoreError, match="different settings"):
+        _run(Store(tmp_path), settings={"data": {"max_train": 5}})
+
+
+def test_run_settings_are_stored_and_checksummed(tmp_path):
+    st = Store(tmp_path)
+    _run(st, settings={"data": {"max_train": 400}, "labels": "abc"})
+    assert Store(tmp_path).run("r1").settings == {"data": {"max_train": 400}, "labels": "abc"}
+    st.consolidate()
+    assert Store(tmp_path / "consolidated.h5").run("r1").settings["data"] == {"max_train": 400}
 
 
 def test_put_step_idempotent_first_wins(tmp_path):
@@ -417,7 +430,7 @@ def test_truncated_step_file_is_reported_and_skipped(tmp_path):
         (b"", "empty file (0 bytes)"),
         ("zeros", "not an HDF5 file"),
         ("bitflip", "checksum mismatch"),
-        ("other-version", "schema version 99, this hpc-forget reads 1"),
+        ("other-version", f"schema version 99, this hpc-forget reads {SCHEMA_VERSION}"),
     ],
 )
 def test_foreign_or_garbage_step_file(tmp_path, content, needle):
@@ -482,7 +495,9 @@ def test_schema_version_mismatch_is_an_error(tmp_path):
         with pytest.raises(StoreError) as e:
             call()
         msg = str(e.value)
-        assert str(marker) in msg and "schema version 99" in msg and "version 1" in msg
+        assert (
+            str(marker) in msg and "schema version 99" in msg and f"version {SCHEMA_VERSION}" in msg
+        )
         _one_line(msg)
     marker.write_text("{not json")
     with pytest.raises(StoreError, match="not a valid store marker"):
