@@ -22,7 +22,7 @@ from hpc_forget.errors import ConfigError
 METHODS = ("multi", "mono", "vanilla", "shared_lora", "nonshared_lora")
 LORA_METHODS = ("shared_lora", "nonshared_lora")
 FULL_ONLY_METHODS = ("mono", "vanilla")
-BUILTIN_CONFIGS = ("demo", "paper")
+BUILTIN_CONFIGS = ("demo", "quick", "paper")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class TrainConfig:
     max_epochs_lora: int = 100
     patience_full: int = 5
     patience_lora: int = 15
+    min_epochs_full: int = 0  # epochs always trained before patience may stop a step
+    min_epochs_lora: int = 0
     batch_size: int = 32
     eval_batch_size: int = 512
     max_length: int = 128
@@ -379,7 +381,7 @@ def _train(c: _Checker, raw: Any) -> TrainConfig:
                 raise c.fail(key, f"must be auto, bf16 or fp32, got {v!r}")
             kw[name] = v
         elif isinstance(default, int):
-            lo = 0 if name.startswith("patience") or name == "cpu_threads" else 1
+            lo = 0 if name.startswith(("patience", "min_epochs")) or name == "cpu_threads" else 1
             kw[name] = c.integer(key, v, minimum=lo)
         elif name in ("warmup_ratio", "lora_dropout"):
             kw[name] = c.number(key, v, lo=0.0, hi=1.0)

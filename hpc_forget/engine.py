@@ -315,6 +315,7 @@ def _run_step(
         should_stop=should_stop,
         progress=progress,
         head_lr=hyper.head_lr if hyper.lora_rank else None,
+        min_epochs=hyper.min_epochs,
     )
     from hpc_forget.evaluation import predict_words, score_examples
 
@@ -350,6 +351,7 @@ def _run_step(
         "head_lr": hyper.head_lr if hyper.lora_rank else None,
         "max_epochs": hyper.max_epochs,
         "patience": hyper.patience,
+        "min_epochs": hyper.min_epochs,
         "step_seed": seed,
         "trained": ",".join(train_langs),
         "train_loss": result.train_loss,

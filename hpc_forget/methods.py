@@ -40,6 +40,7 @@ class StepHyper:
     patience: int
     lora_rank: int  # 0 = full fine-tuning
     head_lr: float | None = None  # the classifier's own lr (LoRA runs); None = lr
+    min_epochs: int = 0  # epochs trained before patience may end the step
 
 
 def step_hyper(method: str, rank: int, train: TrainConfig) -> StepHyper:
@@ -48,9 +49,16 @@ def step_hyper(method: str, rank: int, train: TrainConfig) -> StepHyper:
         raise ValueError(f"unknown method {method!r}")
     if rank:
         return StepHyper(
-            train.lr_lora, train.max_epochs_lora, train.patience_lora, rank, train.lr_head_lora
+            train.lr_lora,
+            train.max_epochs_lora,
+            train.patience_lora,
+            rank,
+            train.lr_head_lora,
+            train.min_epochs_lora,
         )
-    return StepHyper(train.lr_full, train.max_epochs_full, train.patience_full, 0)
+    return StepHyper(
+        train.lr_full, train.max_epochs_full, train.patience_full, 0, None, train.min_epochs_full
+    )
 
 
 def evaluated_languages(kind: str, languages: tuple[str, ...], step: int) -> tuple[str, ...]:

@@ -107,8 +107,14 @@ def train_step(
     should_stop: Callable[[], bool] = lambda: False,
     progress: bool = False,
     head_lr: float | None = None,
+    min_epochs: int = 0,
 ) -> TrainResult:
-    """Train ``model`` in place on one step's data; leave it holding the best epoch's weights."""
+    """Train ``model`` in place on one step's data; leave it holding the best epoch's weights.
+
+    Early stopping: the step ends once dev F1 has not improved for ``patience`` epochs, but
+    never before ``min_epochs`` epochs (a small model's dev F1 is often 0 for its first
+    epochs, and patience would end the step before it learns anything).
+    """
     from transformers import get_linear_schedule_with_warmup
 
     device = accelerator.device
@@ -202,7 +208,7 @@ def train_step(
                 keep.copy_(p.detach())
         else:
             since_best += 1
-            if since_best >= patience:
+            if since_best >= patience and epoch >= min_epochs:
                 break
     with torch.no_grad():
         for keep, (_, p) in zip(best_state, params, strict=True):

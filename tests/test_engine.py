@@ -179,3 +179,20 @@ def _raw_of(cfg):
     from hpc_forget.config import config_to_dict
 
     return config_to_dict(cfg)
+
+
+@pytest.mark.parametrize(("min_epochs", "epochs"), [(0, 2), (4, 4)])
+def test_patience_ends_a_step_only_after_min_epochs(tmp_path, tiny_model_dir, min_epochs, epochs):
+    """A step whose dev F1 never improves stops after `patience` epochs, but not before
+    `min_epochs` (#8: small runs stopped before learning anything)."""
+    raw = _raw_of(_cfg(tmp_path, tiny_model_dir, methods=["mono"]))
+    raw["data"]["languages"] = ["en-US"]
+    raw["orders"] = []
+    raw["train"].update(
+        lr_full=1e-12, max_epochs_full=6, patience_full=1, min_epochs_full=min_epochs
+    )
+    cfg = config_from_dict(raw)
+    run_config(cfg, progress=False)
+    (rec,) = Store(cfg.store).runs()
+    assert rec.step_meta[0]["epochs_run"] == epochs
+    assert rec.step_meta[0]["min_epochs"] == min_epochs
