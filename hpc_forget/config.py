@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from hpc_forget.errors import ConfigError
+from hpc_forget.errors import one_line as _one_line
 
 METHODS = ("multi", "mono", "vanilla", "shared_lora", "nonshared_lora")
 LORA_METHODS = ("shared_lora", "nonshared_lora")
@@ -365,13 +366,6 @@ def _show(value: Any, limit: int = 80) -> str:
 def _got(value: Any) -> str:
     """A value in a message: strings quoted (``'fp8'``), the rest as YAML."""
     return _show(repr(value)) if isinstance(value, str) else _show(value)
-
-
-def _one_line(text: str) -> str:
-    """Control characters (newline, CR, NUL, ...) escaped, so a message stays one line."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _has_control(text: str) -> bool:
