@@ -415,7 +415,9 @@ def cancel_cmd(run: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """The ``hpc-forget`` entry point: any bad input is one line on stderr and exit 2."""
     try:
-        cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        rc = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        if isinstance(rc, int) and rc:  # ctx.exit(rc) of a command
+            sys.exit(rc)
     except click.exceptions.NoArgsIsHelpError as exc:  # `hpc-forget config`: show its help
         click.echo(exc.ctx.get_help() if exc.ctx else "")
     except click.exceptions.Abort:
