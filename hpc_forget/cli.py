@@ -8,22 +8,28 @@ import sys
 from typing import Any
 
 import click
-import yaml
 
 from hpc_forget import __version__
-from hpc_forget.errors import UserError
+from hpc_forget.errors import UserError, one_line
+
+# Commands import what they need inside their function: `--help`, `config`, `plan` and
+# `params` must not pay for torch, transformers or h5py (tests/test_cli.py checks this).
+
+PROG = "hpc-forget"
+
+
+def _command_path() -> str:
+    ctx = click.get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else PROG
 
 
 def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for p in pairs:
-        if "=" not in p:
-            raise click.BadParameter(
-                f"{p!r}: use KEY=VALUE, e.g. train.batch_size=64", param_hint="--set"
-            )
-        k, v = p.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
+    """``--set KEY=VALUE`` options as ``{dotted key: value}``; errors name the option."""
+    if not pairs:
+        return {}
+    from hpc_forget.config import parse_sets
+
+    return parse_sets(pairs, command=_command_path())
 
 
 def _echo_json(obj: Any) -> None:
@@ -137,13 +143,19 @@ def data_inspect(source: str, locales: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--model", default="xlm-roberta-base", show_default=True, help="Preset, hub id or path."
 )
-@click.option("--languages", default=52, show_default=True, help="Languages (MONO / NON-SHARED).")
+@click.option(
+    "--languages",
+    default=52,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Languages (MONO / NON-SHARED).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def params_cmd(model: str, languages: int, as_json: bool) -> None:
     """The paper's Table 1 Params column, beside what this implementation trains."""
-    from hpc_forget.models import format_params, params_table
+    from hpc_forget.params import format_params, params_for
 
-    rows = params_table(model, n_languages=languages)
+    rows = params_for(model, n_languages=languages)
     if as_json:
         import dataclasses
 
@@ -254,9 +266,9 @@ def analyze_cmd(
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for v in values:
-        if "=" not in v:
-            raise click.BadParameter(f"{v!r}: use KEY=VALUE", param_hint=option)
-        k, val = v.split("=", 1)
+        k, sep, val = v.partition("=")
+        if not sep or not k.strip():
+            raise click.UsageError(f"{option} {v!r}: use KEY=VALUE")
         out[k.strip()] = val.strip()
     return out
 
@@ -268,9 +280,11 @@ def _load_for_cluster(config: str, sets: tuple[str, ...], cache: str | None) -> 
     from hpc_forget.config import load_config
 
     overrides = _overrides(sets)
+    labels = {}
     if cache:
         overrides["cache_dir"] = os.path.abspath(cache)
-    return load_config(config, overrides=overrides)
+        labels["cache_dir"] = f"--cache {cache}"
+    return load_config(config, overrides=overrides, labels=labels)
 
 
 slurm_option = click.option(
@@ -398,18 +412,33 @@ def cancel_cmd(run: str) -> None:
     click.echo(f"cancelled {len(ids)} job(s): {' '.join(ids)}" if ids else "nothing to cancel")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The ``hpc-forget`` entry point: any bad input is one line on stderr and exit 2."""
     try:
-        cli.main(standalone_mode=False)
+        rc = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        if isinstance(rc, int) and rc:  # ctx.exit(rc) of a command
+            sys.exit(rc)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `hpc-forget config`: show its help
+        click.echo(exc.ctx.get_help() if exc.ctx else "")
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else PROG
+        message = one_line(exc.format_message()).rstrip(".")
+        click.echo(f"error: {message} (see {where} --help)", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(2)
+    except BrokenPipeError:  # `hpc-forget config show paper | head`: not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,14 @@ and exits 2 for any :class:`UserError`.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters (newline, CR, NUL, ESC, ...) escaped, so that a message
+    stays one line and cannot move the terminal's cursor."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class UserError(Exception):
     """A problem in the user's input or environment; the message is one line saying what to do."""
 

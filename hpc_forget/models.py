@@ -27,7 +27,17 @@ import torch
 from torch import nn
 
 from hpc_forget.errors import ModelError
-from hpc_forget.methods import DISPLAY_NAME
+from hpc_forget.params import (  # noqa: F401 - PAPER_TABLE1, Row, format_params: re-exported
+    PAPER_TABLE1,
+    PRESETS,
+    XLMR_BASE_CONFIG,
+    Counts,
+    Row,
+    build_rows,
+    format_params,
+    is_xlmr_base_shape,
+    lora_ranks,
+)
 
 if TYPE_CHECKING:  # heavy imports stay lazy where the module is only imported for a name
     from peft import PeftModel
@@ -40,31 +50,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy where the module is only imported f
 
 log = logging.getLogger(__name__)
 
-PRESETS: dict[str, str] = {
-    "xlm-roberta-base": "FacebookAI/xlm-roberta-base",
-    "multilingual-e5-base": "intfloat/multilingual-e5-base",
-}
 TINY = "tiny"  # the preset that builds a tiny model from the run's own training texts
-
-# The public config.json of xlm-roberta-base (multilingual-e5-base has the same shapes), so
-# that `params` and planning work with no download.
-XLMR_BASE_CONFIG: dict[str, Any] = {
-    "vocab_size": 250002,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-    "max_position_embeddings": 514,
-    "type_vocab_size": 1,
-    "initializer_range": 0.02,
-    "layer_norm_eps": 1e-5,
-    "pad_token_id": 1,
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-}
 
 _TINY_FORMAT = 2  # bump when build_tiny's output changes, so cached tiny models are rebuilt
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # XLM-R ids 0..3; <mask> is the last id
@@ -938,74 +924,10 @@ def add_lora(
 # Parameter counts (paper Table 1)
 # ---------------------------------------------------------------------------------------------
 
-# Paper Table 1, "Params (M)" column (XLM-R base, 52 languages); keys: (method, rank).
-PAPER_TABLE1: dict[tuple[str, int], float] = {
-    ("multi", 0): 278.04,
-    ("multi", 32): 5.36,
-    ("multi", 64): 10.72,
-    ("multi", 256): 42.86,
-    ("mono", 0): 14458.27,
-    ("vanilla", 0): 278.04,
-    ("shared_lora", 32): 5.36,
-    ("shared_lora", 64): 10.72,
-    ("shared_lora", 256): 42.86,
-    ("nonshared_lora", 32): 278.04,
-    ("nonshared_lora", 64): 557.19,
-    ("nonshared_lora", 256): 2228.75,
-}
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the parameter table (counts are plain parameter counts, not millions).
-
-    method: the config name (multi, mono, vanilla, shared_lora, nonshared_lora); `display`
-        is the paper's name. rank 0 = full fine-tuning.
-    models: how many independently trained copies the method has (52 for mono and
-        nonshared_lora with 52 languages, else 1).
-    paper: the paper's convention computed from the config (XLMRobertaModel with pooler;
-        LoRA on all its linear layers, pooler included; classifier not counted).
-    ours: what this implementation trains (token classification model: no pooler; LoRA on
-        the encoder linear layers; a hidden*L+L classifier in every trained copy).
-    published: the figure printed in the paper's Table 1 (millions), for the XLM-R base
-        shape with 52 languages only; None otherwise.
-    note: why `paper` and `published` disagree, if they do.
-    """
-
-    method: str
-    rank: int
-    display: str
-    models: int
-    paper: int
-    ours: int
-    published: float | None = None
-    note: str = ""
-
-    @property
-    def paper_m(self) -> float:
-        return round(self.paper / 1e6, 2)
-
-    @property
-    def ours_m(self) -> float:
-        return round(self.ours / 1e6, 2)
-
 
 def _linear_lora_size(model: nn.Module, names: list[str], rank: int) -> int:
     modules = dict(model.named_modules())
     return sum(rank * (modules[n].in_features + modules[n].out_features) for n in names)
-
-
-def _same_shape(config: PretrainedConfig, reference: Mapping[str, Any]) -> bool:
-    keys = (
-        "vocab_size",
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "intermediate_size",
-        "max_position_embeddings",
-        "type_vocab_size",
-    )
-    return all(getattr(config, k, None) == reference[k] for k in keys)
 
 
 def params_table(
@@ -1030,74 +952,18 @@ def params_table(
             base = AutoModel.from_config(config)
         ours_model = AutoModelForTokenClassification.from_config(config)
 
-    full_paper = sum(p.numel() for p in base.parameters())
-    full_ours = sum(p.numel() for p in ours_model.parameters())
     classifier = sum(
         p.numel() for n, p in ours_model.named_parameters() if n.startswith("classifier.")
     )
     paper_targets = lora_targets(base, include_pooler=True)
     our_targets = lora_targets(ours_model)
-    ranks = sorted({int(r) for r in ranks if int(r) > 0})  # rank 0 (full FT) is always listed
-    lora_paper = {r: _linear_lora_size(base, paper_targets, r) for r in ranks}
-    lora_ours = {r: _linear_lora_size(ours_model, our_targets, r) + classifier for r in ranks}
-    published = _same_shape(config, XLMR_BASE_CONFIG) and n_languages == 52
-    n = n_languages
-
-    def row(method: str, rank: int, models: int, paper: int, ours: int) -> Row:
-        value = PAPER_TABLE1.get((method, rank)) if published else None
-        note = ""
-        if value is not None and round(paper / 1e6, 2) != value:
-            note = (
-                f"paper prints {value:,.2f} (MULTI's figure); {n} x {lora_paper[rank]:,} = "
-                f"{paper / 1e6:,.2f}M, so likely a typo"
-            )
-        return Row(method, rank, DISPLAY_NAME[method], models, paper, ours, value, note)
-
-    rows = [row("multi", 0, 1, full_paper, full_ours)]
-    rows += [row("multi", r, 1, lora_paper[r], lora_ours[r]) for r in ranks]
-    rows.append(row("mono", 0, n, n * full_paper, n * full_ours))
-    rows.append(row("vanilla", 0, 1, full_paper, full_ours))
-    rows += [row("shared_lora", r, 1, lora_paper[r], lora_ours[r]) for r in ranks]
-    rows += [row("nonshared_lora", r, n, n * lora_paper[r], n * lora_ours[r]) for r in ranks]
-    return rows
-
-
-def format_params(rows: Sequence[Row], title: str | None = None) -> str:
-    """A plain-text table of `params_table` rows (millions, two decimals)."""
-
-    def m(value: float | None) -> str:
-        return "-" if value is None else f"{value:,.2f}"
-
-    header = ("method", "r", "models", "published", "paper conv.", "ours", "note")
-    body = [
-        (
-            r.display,
-            str(r.rank) if r.rank else "-",
-            str(r.models),
-            m(r.published),
-            m(r.paper / 1e6),
-            m(r.ours / 1e6),
-            r.note,
-        )
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(6)]
-    align = ("<", ">", ">", ">", ">", ">")
-
-    def fmt(line: tuple[str, ...]) -> str:
-        cells = [f"{c:{a}{w}}" for c, a, w in zip(line[:6], align, widths, strict=True)]
-        return ("  ".join(cells) + ("  " + line[6] if line[6] else "")).rstrip()
-
-    lines = [title] if title else []
-    lines += [fmt(header), fmt(tuple("-" * w for w in widths) + ("",))]
-    lines += [fmt(line) for line in body]
-    lines += [
-        "",
-        "Trainable parameters in millions. published: the paper's Table 1 (XLM-R base, 52",
-        "languages). paper conv.: the paper's convention computed from the config",
-        "(XLMRobertaModel with pooler; LoRA on every linear layer incl. the pooler; classifier",
-        "not counted). ours: what hpc-forget trains (token classification: no pooler; LoRA on",
-        "the encoder's linear layers; the classifier, hidden*labels+labels, in every trained",
-        "copy). models: independently trained copies (MONO, NON-SHARED: one per language).",
-    ]
-    return "\n".join(lines)
+    ranks = lora_ranks(ranks)
+    counts = Counts(
+        full_paper=sum(p.numel() for p in base.parameters()),
+        full_ours=sum(p.numel() for p in ours_model.parameters()),
+        classifier=classifier,
+        lora_paper={r: _linear_lora_size(base, paper_targets, r) for r in ranks},
+        lora_ours={r: _linear_lora_size(ours_model, our_targets, r) + classifier for r in ranks},
+    )
+    published = is_xlmr_base_shape(config.to_dict()) and n_languages == 52
+    return build_rows(counts, n_languages=n_languages, published=published)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -44,14 +46,28 @@ def test_data_inspect_samples_json():
     assert r.exit_code == 0 and report
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# The package of this checkout, whatever the working directory (an editable install elsewhere
+# would otherwise win when a subprocess starts in tmp_path).
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
 def _main(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "hpc_forget.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=ENV,
         timeout=120,
     )
+
+
+def _one_error_line(p):
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -60,7 +76,7 @@ def _main(*args, cwd=None):
         (("run", "nope.yaml"), "nope.yaml: config file not found"),
         (
             ("plan", "demo", "--set", "train.batch_size=0"),
-            "train.batch_size: must be an integer >= 1",
+            "error: --set train.batch_size=0: must be an integer >= 1, got 0",
         ),
         (("data", "inspect", "/no/such/folder"), "/no/such/folder"),
         (("config", "show", "demoo"), "no built-in config named 'demoo'"),
@@ -87,3 +103,109 @@ def test_submit_bad_profile_value_is_one_line(tmp_path):
     p = _main("submit", "demo", "--dry-run", "--slurm", "time=soon", cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "time" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_the_subprocess_runs_this_checkout(tmp_path):
+    p = subprocess.run(
+        [sys.executable, "-c", "import hpc_forget; print(hpc_forget.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=ENV,
+    )
+    assert Path(p.stdout.strip()).parent == ROOT / "hpc_forget"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ("run", "demo", "--set", "x"),
+            "error: --set 'x': use KEY=VALUE, e.g. train.batch_size=64 (see hpc-forget run --help)",
+        ),
+        (("plan",), "error: Missing argument 'CONFIG' (see hpc-forget plan --help)"),
+        (
+            ("plan", "demo", "--bogus"),
+            "error: No such option '--bogus' (see hpc-forget plan --help)",
+        ),
+        (("frobnicate",), "error: No such command 'frobnicate' (see hpc-forget --help)"),
+        (("params", "--languages", "x"), "error: Invalid value for '--languages': 'x' is not"),
+        (("params", "--languages", "0"), "error: Invalid value for '--languages': 0 is not"),
+        (("prefetch", "demo", "--source", "x"), "error: --source 'x': use KEY=VALUE"),
+        (("config", "check", "demo", "--set", "=5"), "error: --set =5: empty key name"),
+        (("config", "check", "demo", "--set", "a..b=1"), "error: --set a..b=1: empty key name"),
+        (
+            ("config", "check", "demo", "--set", "train.batch_size.x=5"),
+            "error: --set train.batch_size.x=5: train.batch_size is 32, not a section",
+        ),
+        (
+            ("plan", "demo", "--set", "name=[oops"),
+            "error: --set name=[oops: not a valid YAML value (expected ',' or ']'",
+        ),
+        (
+            ("config", "check", "demo", "--set", "train.lr_full=.nan"),
+            "error: --set train.lr_full=.nan: must be a finite number, got .nan",
+        ),
+        (("run", "a\nb.yaml"), "error: a\\nb.yaml: config file not found"),
+    ],
+)
+def test_usage_and_set_errors_are_one_line_exit_2(args, expected, tmp_path):
+    line = _one_error_line(_main(*args, cwd=tmp_path))
+    assert line.startswith(expected), line
+
+
+def test_bare_group_prints_its_help(tmp_path):
+    p = _main("config", cwd=tmp_path)
+    assert p.returncode == 0 and "Commands:" in p.stdout and "check" in p.stdout
+
+
+def test_version():
+    p = _main("--version")
+    assert p.returncode == 0 and p.stdout.startswith("hpc-forget, version ")
+
+
+def test_cache_option_is_named_in_errors(tmp_path):
+    line = _one_error_line(_main("submit", "demo", "--dry-run", "--cache", "a\x1bb", cwd=tmp_path))
+    assert line.startswith("error: --cache a\\x1bb: must not contain control characters"), line
+
+
+HEAVY = ("torch", "transformers", "peft", "accelerate", "datasets", "h5py")
+LIGHT_COMMANDS = [
+    ["--help"],
+    ["--version"],
+    ["config", "show", "demo"],
+    ["config", "check", "demo"],
+    ["config", "check", "paper", "--set", "train.batch_size=16"],
+    ["plan", "demo"],
+    ["plan", "paper", "--json"],
+    ["params"],
+    ["params", "--model", "multilingual-e5-base", "--languages", "3", "--json"],
+]
+
+
+def test_commands_that_do_not_train_import_no_torch(tmp_path):
+    """--help of every command, config, plan and params: no torch, transformers or h5py."""
+    from hpc_forget.cli import cli
+
+    helps = [["--help"]]
+    for name, cmd in cli.commands.items():
+        helps.append([name, "--help"])
+        for sub in getattr(cmd, "commands", {}):
+            helps.append([name, sub, "--help"])
+    script = (
+        "import contextlib, io, sys\n"
+        "from hpc_forget.cli import main\n"
+        f"for argv in {LIGHT_COMMANDS + helps!r}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit as exc:\n"
+        "            assert not exc.code, (argv, exc.code)\n"
+        f"    heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "    assert not heavy, (argv, heavy)\n"
+        "print('ok')\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=ENV
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]

@@ -1,0 +1,234 @@
+"""Model presets, their shapes, and the parameter counts of the paper's Table 1 — no torch.
+
+`hpc-forget params` for a preset needs only the preset's shape: the counts of a BERT-style
+encoder (XLM-R, E5) are closed-form sums over its layers, so the command starts without
+importing torch or transformers. Other models (hub ids, paths, ``tiny``) are counted by
+`hpc_forget.models.params_table`, which builds the model on the ``meta`` device and hands the
+counts to :func:`build_rows`; tests/test_models.py checks that both agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hpc_forget.methods import DISPLAY_NAME
+
+PRESETS: dict[str, str] = {
+    "xlm-roberta-base": "FacebookAI/xlm-roberta-base",
+    "multilingual-e5-base": "intfloat/multilingual-e5-base",
+}
+
+# The public config.json of xlm-roberta-base (multilingual-e5-base has the same shapes), so
+# that `params` and planning work with no download.
+XLMR_BASE_CONFIG: dict[str, Any] = {
+    "vocab_size": 250002,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
+
+#: The shape keys the counts depend on (and that decide whether the paper's figures apply).
+SHAPE_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
+# Paper Table 1, "Params (M)" column (XLM-R base, 52 languages); keys: (method, rank).
+PAPER_TABLE1: dict[tuple[str, int], float] = {
+    ("multi", 0): 278.04,
+    ("multi", 32): 5.36,
+    ("multi", 64): 10.72,
+    ("multi", 256): 42.86,
+    ("mono", 0): 14458.27,
+    ("vanilla", 0): 278.04,
+    ("shared_lora", 32): 5.36,
+    ("shared_lora", 64): 10.72,
+    ("shared_lora", 256): 42.86,
+    ("nonshared_lora", 32): 278.04,
+    ("nonshared_lora", 64): 557.19,
+    ("nonshared_lora", 256): 2228.75,
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the parameter table (counts are plain parameter counts, not millions).
+
+    method: the config name (multi, mono, vanilla, shared_lora, nonshared_lora); `display`
+        is the paper's name. rank 0 = full fine-tuning.
+    models: how many independently trained copies the method has (52 for mono and
+        nonshared_lora with 52 languages, else 1).
+    paper: the paper's convention computed from the config (XLMRobertaModel with pooler;
+        LoRA on all its linear layers, pooler included; classifier not counted).
+    ours: what this implementation trains (token classification model: no pooler; LoRA on
+        the encoder linear layers; a hidden*L+L classifier in every trained copy).
+    published: the figure printed in the paper's Table 1 (millions), for the XLM-R base
+        shape with 52 languages only; None otherwise.
+    note: why `paper` and `published` disagree, if they do.
+    """
+
+    method: str
+    rank: int
+    display: str
+    models: int
+    paper: int
+    ours: int
+    published: float | None = None
+    note: str = ""
+
+    @property
+    def paper_m(self) -> float:
+        return round(self.paper / 1e6, 2)
+
+    @property
+    def ours_m(self) -> float:
+        return round(self.ours / 1e6, 2)
+
+
+def is_xlmr_base_shape(shape: Mapping[str, Any]) -> bool:
+    """True when ``shape`` (a config dict or object's attributes) is XLM-R base's."""
+    return all(shape.get(k) == XLMR_BASE_CONFIG[k] for k in SHAPE_KEYS)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What `build_rows` needs: full models and LoRA adapters in both conventions."""
+
+    full_paper: int  # encoder with pooler (XLMRobertaModel)
+    full_ours: int  # token classification model (no pooler, with classifier)
+    classifier: int  # hidden*labels + labels
+    lora_paper: Mapping[int, int]  # rank -> LoRA size on every linear layer incl. the pooler
+    lora_ours: Mapping[int, int]  # rank -> LoRA size on the encoder's linear layers
+
+
+def encoder_counts(shape: Mapping[str, Any], ranks: Sequence[int], num_labels: int) -> Counts:
+    """Closed-form counts of a BERT-style encoder (XLM-R, RoBERTa, E5) of ``shape``."""
+    v, h = int(shape["vocab_size"]), int(shape["hidden_size"])
+    layers, inter = int(shape["num_hidden_layers"]), int(shape["intermediate_size"])
+    positions, types = int(shape["max_position_embeddings"]), int(shape["type_vocab_size"])
+    embeddings = (v + positions + types) * h + 2 * h  # + LayerNorm
+    attention = 4 * (h * h + h) + 2 * h  # query, key, value, output dense + LayerNorm
+    feed_forward = (h * inter + inter) + (inter * h + h) + 2 * h  # + LayerNorm
+    encoder = embeddings + layers * (attention + feed_forward)
+    pooler = h * h + h
+    classifier = h * num_labels + num_labels
+    per_rank = layers * (4 * (h + h) + (h + inter) + (inter + h))  # LoRA A+B per unit rank
+    return Counts(
+        full_paper=encoder + pooler,
+        full_ours=encoder + classifier,
+        classifier=classifier,
+        lora_paper={r: r * (per_rank + 2 * h) for r in ranks},
+        lora_ours={r: r * per_rank + classifier for r in ranks},
+    )
+
+
+def lora_ranks(ranks: Sequence[int]) -> list[int]:
+    """The LoRA ranks a table lists (rank 0, full fine-tuning, is always listed)."""
+    return sorted({int(r) for r in ranks if int(r) > 0})
+
+
+def build_rows(counts: Counts, *, n_languages: int, published: bool) -> list[Row]:
+    """The table's rows from the counts; ``published``: the paper's figures apply."""
+    n = n_languages
+    ranks = sorted(counts.lora_paper)
+
+    def row(method: str, rank: int, models: int, paper: int, ours: int) -> Row:
+        value = PAPER_TABLE1.get((method, rank)) if published else None
+        note = ""
+        if value is not None and round(paper / 1e6, 2) != value:
+            note = (
+                f"paper prints {value:,.2f} (MULTI's figure); {n} x {counts.lora_paper[rank]:,} "
+                f"= {paper / 1e6:,.2f}M, so likely a typo"
+            )
+        return Row(method, rank, DISPLAY_NAME[method], models, paper, ours, value, note)
+
+    lp, lo = counts.lora_paper, counts.lora_ours
+    rows = [row("multi", 0, 1, counts.full_paper, counts.full_ours)]
+    rows += [row("multi", r, 1, lp[r], lo[r]) for r in ranks]
+    rows.append(row("mono", 0, n, n * counts.full_paper, n * counts.full_ours))
+    rows.append(row("vanilla", 0, 1, counts.full_paper, counts.full_ours))
+    rows += [row("shared_lora", r, 1, lp[r], lo[r]) for r in ranks]
+    rows += [row("nonshared_lora", r, n, n * lp[r], n * lo[r]) for r in ranks]
+    return rows
+
+
+def preset_params_table(
+    preset: str,
+    n_languages: int = 52,
+    ranks: Sequence[int] = (32, 64, 256),
+    num_labels: int = 111,
+) -> list[Row]:
+    """`params_table` for a preset (``xlm-roberta-base``, ...), from its shape alone."""
+    if preset not in PRESETS:
+        raise KeyError(preset)
+    counts = encoder_counts(XLMR_BASE_CONFIG, lora_ranks(ranks), num_labels)
+    return build_rows(counts, n_languages=n_languages, published=n_languages == 52)
+
+
+def params_for(model: str, n_languages: int = 52) -> list[Row]:
+    """`hpc-forget params`: a preset from its shape (no torch); any other model through
+    `hpc_forget.models.params_table` (its config from the Hub, a folder or ``tiny``)."""
+    if model in PRESETS:
+        return preset_params_table(model, n_languages=n_languages)
+    from hpc_forget.models import params_table
+
+    return params_table(model, n_languages=n_languages)
+
+
+def format_params(rows: Sequence[Row], title: str | None = None) -> str:
+    """A plain-text table of `params_table` rows (millions, two decimals)."""
+
+    def m(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.2f}"
+
+    header = ("method", "r", "models", "published", "paper conv.", "ours", "note")
+    body = [
+        (
+            r.display,
+            str(r.rank) if r.rank else "-",
+            str(r.models),
+            m(r.published),
+            m(r.paper / 1e6),
+            m(r.ours / 1e6),
+            r.note,
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(6)]
+    align = ("<", ">", ">", ">", ">", ">")
+
+    def fmt(line: tuple[str, ...]) -> str:
+        cells = [f"{c:{a}{w}}" for c, a, w in zip(line[:6], align, widths, strict=True)]
+        return ("  ".join(cells) + ("  " + line[6] if line[6] else "")).rstrip()
+
+    lines = [title] if title else []
+    lines += [fmt(header), fmt(tuple("-" * w for w in widths) + ("",))]
+    lines += [fmt(line) for line in body]
+    lines += [
+        "",
+        "Trainable parameters in millions. published: the paper's Table 1 (XLM-R base, 52",
+        "languages). paper conv.: the paper's convention computed from the config",
+        "(XLMRobertaModel with pooler; LoRA on every linear layer incl. the pooler; classifier",
+        "not counted). ours: what hpc-forget trains (token classification: no pooler; LoRA on",
+        "the encoder's linear layers; the classifier, hidden*labels+labels, in every trained",
+        "copy). models: independently trained copies (MONO, NON-SHARED: one per language).",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""Closed-form parameter counts (no torch) agree with counting a model built on `meta`."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpc_forget.params import (
+    PRESETS,
+    XLMR_BASE_CONFIG,
+    build_rows,
+    encoder_counts,
+    params_for,
+    preset_params_table,
+)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("n_languages", [52, 3])
+def test_preset_table_equals_the_meta_model_count(preset, n_languages):
+    from hpc_forget.models import params_table
+
+    assert preset_params_table(preset, n_languages=n_languages) == params_table(
+        preset, n_languages=n_languages
+    )
+
+
+def test_closed_form_matches_a_differently_shaped_encoder():
+    from hpc_forget.models import params_table, tiny_config
+
+    cfg = tiny_config(100, 5)
+    shape = cfg.to_dict()
+    counts = encoder_counts(shape, [4, 8], num_labels=5)
+    assert build_rows(counts, n_languages=3, published=False) == params_table(
+        cfg, n_languages=3, ranks=(4, 8), num_labels=5
+    )
+
+
+def test_paper_figures():
+    rows = {(r.method, r.rank): r for r in preset_params_table("xlm-roberta-base")}
+    assert rows[("multi", 0)].paper == 278_043_648
+    assert rows[("shared_lora", 32)].paper == 5_357_568
+    assert rows[("multi", 0)].published == 278.04
+    assert "typo" in rows[("nonshared_lora", 32)].note
+    assert params_for("xlm-roberta-base") == preset_params_table("xlm-roberta-base")
+    assert XLMR_BASE_CONFIG["hidden_size"] == 768
