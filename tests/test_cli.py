@@ -136,7 +136,7 @@ def test_the_subprocess_runs_this_checkout(tmp_path):
         (("config", "check", "demo", "--set", "a..b=1"), "error: --set a..b=1: empty key name"),
         (
             ("config", "check", "demo", "--set", "train.batch_size.x=5"),
-            "error: --set train.batch_size.x=5: train.batch_size is 32, not a section",
+            "error: --set train.batch_size.x=5: train.batch_size is 16, not a section",
         ),
         (
             ("plan", "demo", "--set", "name=[oops"),
