@@ -18,6 +18,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -85,7 +86,10 @@ def clean_stale_tmp(directory: Path, owns: Callable[[str], bool] = lambda _: Tru
             continue
         with contextlib.suppress(OSError):
             if is_stale_tmp(entry.name, entry.stat(follow_symlinks=False).st_mtime):
-                os.remove(entry.path)
+                if entry.is_dir(follow_symlinks=False):  # a half-built folder (tiny model)
+                    shutil.rmtree(entry.path)
+                else:
+                    os.remove(entry.path)
                 removed.append(Path(entry.path))
     return removed
 
