@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_forget import files
 from hpc_forget.errors import DataError
 
 # The 55 MASSIVE slot types, sorted; derived once from en-US.jsonl (MASSIVE 1.1) and fixed here.
@@ -922,7 +923,8 @@ def make_samples(
     written: dict[str, Path] = {}
     for loc, picked in chosen.items():
         path = out / f"{loc}.jsonl"
-        path.write_bytes(b"".join(raw + b"\n" for _, raw in sorted(picked)))
+        blob = b"".join(raw + b"\n" for _, raw in sorted(picked))
+        files.atomic_write(path, blob, "the samples", fix="choose another out_dir", error=DataError)
         written[loc] = path
     return written
 
