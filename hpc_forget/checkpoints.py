@@ -119,7 +119,7 @@ def read_checkpoint(model: torch.nn.Module, path: Path) -> dict[str, torch.Tenso
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, I/O error ...
-        text = " ".join(str(exc).split())[:160] or type(exc).__name__
+        text = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
         raise CheckpointDamaged(f"unreadable ({type(exc).__name__}: {text})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointDamaged("not a dict of tensors")
