@@ -833,9 +833,7 @@ def build_tiny(
     }
     # Written last and atomically: the tiny cache treats it as the "build complete" marker.
     marker = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
-    files.atomic_write(
-        out / TINY_MARKER, marker, "the tiny model", fix="use another folder", error=ModelError
-    )
+    files.atomic_write_raw(out / TINY_MARKER, marker)  # an OSError is worded by cached_tiny
     return out
 
 
