@@ -256,6 +256,11 @@ def _torch_bin_problem(path: Path) -> str | None:
     return None
 
 
+def _is_lfs_pointer(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(24) == b"version https://git-lfs."
+
+
 def folder_problem(folder: str | os.PathLike, names: Iterable[str] | None = None) -> str | None:
     """Why the files of a model folder cannot be loaded, naming the file, or None.
 
@@ -283,6 +288,11 @@ def folder_problem(folder: str | os.PathLike, names: Iterable[str] | None = None
                     json.loads(data)
                 except ValueError as exc:
                     return f"{name} is not valid JSON ({_first_line(exc)}: truncated or damaged)"
+            elif is_weights and _is_lfs_pointer(p):
+                return (
+                    f"weights file {name} is a Git LFS pointer, not the weights (the folder was"
+                    " cloned without git-lfs: run `git lfs pull` in it)"
+                )
             elif name.endswith(".safetensors"):
                 if why := _safetensors_problem(p):
                     return f"weights file {name} {why}"

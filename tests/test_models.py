@@ -569,6 +569,8 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(b"<html>404 Not Found</html>\n" * 4)
     elif how == "longer":
         path.write_bytes(data + b"\0" * 16)
+    elif how == "lfs":
+        path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n")
 
 
 @pytest.mark.parametrize(
@@ -578,6 +580,7 @@ def _damage(path: Path, how: str) -> None:
         ("model.safetensors", "empty", "model", "weights file model.safetensors is empty"),
         ("model.safetensors", "foreign", "model", "model.safetensors is not a safetensors file"),
         ("model.safetensors", "longer", "model", "model.safetensors is damaged (16 bytes more"),
+        ("model.safetensors", "lfs", "model", "model.safetensors is a Git LFS pointer"),
         ("pytorch_model.bin", "truncated", "model", "weights file pytorch_model.bin is truncated"),
         (
             "pytorch_model.bin",
