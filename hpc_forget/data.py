@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_forget import files
 from hpc_forget.errors import DataError
 
 # The 55 MASSIVE slot types, sorted; derived once from en-US.jsonl (MASSIVE 1.1) and fixed here.
@@ -148,6 +149,12 @@ class Corpus:
     source: str = field(default="", compare=False)
     form: str = field(default="", compare=False)  # folder | tarball | hub | disk | samples
     invalid: list[InvalidRow] = field(default_factory=list, compare=False)
+    files: dict[str, str] = field(default_factory=dict, compare=False)
+    """locale -> the file (or archive member) its rows came from, where there is one."""
+
+    def origin(self, locale: str) -> str:
+        """Where a locale's rows came from, for messages: its file, else the source."""
+        return self.files.get(locale) or self.source
 
     def split(self, locale: str, split: str) -> list[Example]:
         """The examples of one locale and split (``validation`` is read as ``dev``); [] if the
@@ -295,6 +302,7 @@ class _Builder:
         self.examples: dict[str, dict[str, list[Example]]] = {}
         self.seen: dict[str, dict[str, str]] = {}  # locale -> id -> where first seen
         self.invalid: list[InvalidRow] = []
+        self.files: dict[str, str] = {}  # locale -> file or archive member
 
     def add(
         self,
@@ -381,7 +389,14 @@ class _Builder:
             loc: {s: tuple(self.examples.get(loc, {}).get(s, ())) for s in SPLITS}
             for loc in locales
         }
-        return Corpus(list(locales), examples, source=source, form=form, invalid=self.invalid)
+        return Corpus(
+            list(locales),
+            examples,
+            source=source,
+            form=form,
+            invalid=self.invalid,
+            files={loc: self.files[loc] for loc in locales if loc in self.files},
+        )
 
 
 def _field_str(row: Any, name: str) -> str:
@@ -404,8 +419,19 @@ def _jsonl_lines(data: bytes) -> Iterator[tuple[int, bytes, Any]]:
 
 
 def _add_jsonl(builder: _Builder, data: bytes, *, file: str, where: str, locale: str) -> None:
-    """Parse one per-locale JSONL file (``where`` is the display name lines are appended to)."""
-    for lineno, _, row in _jsonl_lines(data):
+    """Parse one per-locale JSONL file (``where`` is the display name lines are appended to).
+
+    A file in which no line is JSON is not a MASSIVE file at all: one DataError naming it
+    (even with skip_invalid), instead of one invalid row per line."""
+    builder.files[locale] = where
+    lines = list(_jsonl_lines(data))
+    if lines and all(isinstance(row, _RowError) for _, _, row in lines):
+        lineno, _, first = lines[0]
+        raise DataError(
+            f"{where}: not a JSON Lines file (line {lineno}: {first}) — expected one MASSIVE"
+            " JSON object per line"
+        )
+    for lineno, _, row in lines:
         at = f"{where}:{lineno}"
         if isinstance(row, _RowError):
             builder.reject(InvalidRow(file, lineno, "", str(row), at, locale, ""))
@@ -436,12 +462,18 @@ def _add_dataset(
 
 
 def _check_locales(
-    wanted: Sequence[str] | None, available: Iterable[str], source: str
+    wanted: Sequence[str] | None, available: Iterable[str], source: str, found: str = ""
 ) -> list[str]:
+    """The locales to load; DataError if the source has none or lacks a wanted one. `found`
+    says what the source holds instead (e.g. "the folder is empty")."""
     have = sorted(set(available))
+    if not have:
+        raise DataError(
+            f"{source}: no MASSIVE locale files (<locale>.jsonl, e.g. en-US.jsonl) found"
+            f"{f' ({found})' if found else ''} — pass a folder of <locale>.jsonl files, the"
+            " official .tar.gz or a save_to_disk folder"
+        )
     if wanted is None:
-        if not have:
-            raise DataError(f"{source}: no MASSIVE locale files (<locale>.jsonl) found")
         return have
     missing = [loc for loc in wanted if loc not in have]
     if missing:
@@ -462,7 +494,7 @@ def _load_folder(path: Path, wanted: Sequence[str] | None, builder: _Builder, sr
         for sub in ("1.1/data", "data"):  # an extracted official tarball
             if (path / sub).is_dir() and any((path / sub).glob("*.jsonl")):
                 return _load_folder(path / sub, wanted, builder, src)
-    locales = _check_locales(wanted, files, src)
+    locales = _check_locales(wanted, files, src, "" if files else _folder_contents(path))
     for loc in locales:
         p = files[loc]
         try:
@@ -473,11 +505,50 @@ def _load_folder(path: Path, wanted: Sequence[str] | None, builder: _Builder, sr
     return locales
 
 
+def _folder_contents(path: Path) -> str:
+    """What a folder without <locale>.jsonl files holds, in a few words."""
+    try:
+        names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        return f"cannot list it: {e.strerror}"
+    if not names:
+        return "the folder is empty"
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"it holds {len(names)} other entr{'y' if len(names) == 1 else 'ies'}: {shown}"
+
+
+_MAGIC = {
+    ".tar.gz": (b"\x1f\x8b", "gzip"),
+    ".tgz": (b"\x1f\x8b", "gzip"),
+    ".tar.bz2": (b"BZh", "bzip2"),
+    ".tar.xz": (b"\xfd7zXZ", "xz"),
+}
+
+
+def _check_archive(path: Path) -> None:
+    """DataError if a .tar.gz/.tgz/.tar.bz2/.tar.xz does not start like one."""
+    for suffix, (magic, kind) in _MAGIC.items():
+        if path.name.endswith(suffix):
+            try:
+                with path.open("rb") as fh:
+                    head = fh.read(len(magic))
+            except OSError as e:
+                raise DataError(f"{path}: cannot read ({e.strerror}) — check the file") from None
+            if head != magic:
+                raise DataError(
+                    f"{path}: not a {kind} file (it does not start with the {kind} signature)"
+                    " — expected the official MASSIVE archive (amazon-massive-dataset-1.1.tar.gz);"
+                    " download it again"
+                )
+            return
+
+
 def _load_tarball(path: Path, wanted: Sequence[str] | None, builder: _Builder) -> list:
     """One streaming pass over the archive: members ``.../<locale>.jsonl`` are parsed as they
     come (the official layout is ``1.1/data/<locale>.jsonl``)."""
     src = str(path)
     seen: dict[str, str] = {}  # locale -> member name
+    _check_archive(path)
     try:
         with tarfile.open(path, "r|*") as tar:
             for m in tar:
@@ -499,10 +570,10 @@ def _load_tarball(path: Path, wanted: Sequence[str] | None, builder: _Builder) -
                 _add_jsonl(builder, data, file=where, where=where, locale=loc)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(
-            f"{src}: not a readable .tar.gz ({type(e).__name__}: {_first_line(e)}) — "
-            "download the official MASSIVE archive again"
+            f"{src}: not a readable tar archive ({type(e).__name__}: {_first_line(e)}) — "
+            "expected the official MASSIVE .tar.gz; download it again"
         ) from None
-    return _check_locales(wanted, seen, src)
+    return _check_locales(wanted, seen, src, "" if seen else "the archive has no such members")
 
 
 def _load_disk(path: Path, wanted: Sequence[str] | None, builder: _Builder) -> list:
@@ -574,6 +645,13 @@ def _first_line(e: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
 def _resolve(source: str) -> tuple[str, Any]:
     """(form, location) for a source string; raise DataError for a missing local path."""
     if source in ("samples", "builtin:samples"):
@@ -585,6 +663,20 @@ def _resolve(source: str) -> tuple[str, Any]:
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             return "disk", path
         return "folder", path
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise DataError(
+            f"{source}: not a regular file or folder (a device or pipe) — pass a folder of"
+            " <locale>.jsonl files, the official .tar.gz, a save_to_disk folder, a Hub id or"
+            " 'samples'"
+        )
+    if path.is_file() and _is_empty(path):
+        if source.endswith(_TAR_SUFFIXES):
+            expected = "the official MASSIVE .tar.gz"
+        elif path.suffix == ".jsonl":
+            expected = "MASSIVE JSON Lines (one JSON object per line)"
+        else:
+            expected = "a <locale>.jsonl file, a folder of them or the official .tar.gz"
+        raise DataError(f"{source}: empty file (0 bytes) — expected {expected}")
     if path.is_file():
         if source.endswith(_TAR_SUFFIXES) or tarfile.is_tarfile(path):
             return "tarball", path
@@ -736,17 +828,28 @@ def prepare_splits(
     _check_cap(max_train, "max_train")
     _check_cap(max_eval, "max_eval")
     train, dev, test = (corpus.split(locale, s) for s in SPLITS)
+    origin = corpus.origin(locale)
+    if not (train or dev or test):
+        bad = sum(1 for r in corpus.invalid if r.locale == locale)
+        why = f"all {bad} rows are invalid" if bad else "the file has no rows"
+        raise DataError(
+            f"{origin}: no rows for locale {locale} ({why}) — restore the file from the MASSIVE"
+            " release, or drop the locale from data.languages"
+        )
     if not test:
-        raise DataError(f"{corpus.source}: locale {locale} has no test rows — it cannot be scored")
+        raise DataError(
+            f"{origin}: locale {locale} has no test rows (partition 'test') — it cannot be"
+            " scored; use a file with its test split, or drop the locale"
+        )
     if not train:
         if missing_train == "error":
             raise DataError(
-                f"{corpus.source}: locale {locale} has no train split — set "
+                f"{origin}: locale {locale} has no train split — set "
                 "data.missing_train: split-dev to train on part of its dev split, or drop the locale"
             )
         if len(dev) < 2 or dev_fraction_for_train >= 1:
             raise DataError(
-                f"{corpus.source}: locale {locale} has {len(dev)} dev rows — too few to split "
+                f"{origin}: locale {locale} has {len(dev)} dev rows — too few to split "
                 "into train and dev with dev_fraction_for_train < 1"
             )
         ranked = _ranked(_sort_by_id(dev), "split-dev")
@@ -754,7 +857,10 @@ def prepare_splits(
         train = [Example(e.id, e.locale, "train", e.words, e.tags) for e in ranked[:k]]
         dev = ranked[k:]
     if not dev:
-        raise DataError(f"{corpus.source}: locale {locale} has no dev rows — needed for selection")
+        raise DataError(
+            f"{origin}: locale {locale} has no dev rows (partition 'dev') — they are needed for"
+            " model selection; use a file with its dev split, or drop the locale"
+        )
     return Splits(
         train=tuple(subsample(train, max_examples=max_train, fraction=train_fraction, seed=seed)),
         dev=tuple(subsample(dev, max_examples=max_eval, seed=0)),
@@ -817,7 +923,8 @@ def make_samples(
     written: dict[str, Path] = {}
     for loc, picked in chosen.items():
         path = out / f"{loc}.jsonl"
-        path.write_bytes(b"".join(raw + b"\n" for _, raw in sorted(picked)))
+        blob = b"".join(raw + b"\n" for _, raw in sorted(picked))
+        files.atomic_write(path, blob, "the samples", fix="choose another out_dir", error=DataError)
         written[loc] = path
     return written
 

@@ -26,6 +26,13 @@ from typing import Any
 import torch
 
 from hpc_forget import __version__
+from hpc_forget.checkpoints import (  # noqa: F401 - checkpoint_dir etc. re-exported
+    checkpoint_dir,
+    latest_checkpoint,
+    load_checkpoint,
+    resume_from_checkpoint,
+    save_checkpoint,
+)
 from hpc_forget.config import ExperimentConfig, config_to_dict
 from hpc_forget.identity import run_settings, settings_digest
 from hpc_forget.methods import DISPLAY_NAME, evaluated_languages, step_hyper, trained_languages
@@ -121,6 +128,7 @@ class Workspace:
     _model_path: dict = field(default_factory=dict)
     _tokenizer: dict = field(default_factory=dict)
     _encoded: dict = field(default_factory=dict)
+    registered: set = field(default_factory=set)  # run ids whose run file this process wrote
 
     @property
     def corpus(self) -> Any:
@@ -203,55 +211,6 @@ def _concat(parts: list[tuple[Any, list[Any]]]) -> tuple[Any, list[Any]]:
         vals = [getattr(p[0], f.name) for p in parts]
         merged[f.name] = sum(vals) if isinstance(vals[0], int) else [x for v in vals for x in v]
     return type(first)(**merged), [ex for p in parts for ex in p[1]]
-
-
-# --------------------------------------------------------------------------------------------
-# checkpoints of sequential chains
-
-
-def checkpoint_dir(cfg: ExperimentConfig, run_id: str) -> Path:
-    return Path(cfg.store) / "checkpoints" / run_id
-
-
-def _ckpt_path(cfg: ExperimentConfig, run_id: str, step: int) -> Path:
-    return checkpoint_dir(cfg, run_id) / f"step-{step:06d}.pt"
-
-
-def save_checkpoint(model: torch.nn.Module, cfg: ExperimentConfig, run_id: str, step: int) -> None:
-    """Trainable weights after ``step`` (atomic); older checkpoints but the previous are removed."""
-    path = _ckpt_path(cfg, run_id, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    for old in path.parent.glob("step-*.pt"):
-        if int(old.stem.split("-")[1]) < step - 1:
-            old.unlink(missing_ok=True)
-
-
-def load_checkpoint(model: torch.nn.Module, path: Path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
-
-
-def latest_checkpoint(cfg: ExperimentConfig, run_id: str, before: int) -> tuple[int, Path] | None:
-    """The newest checkpoint of a step < ``before``, if any."""
-    best: tuple[int, Path] | None = None
-    folder = checkpoint_dir(cfg, run_id)
-    if not folder.is_dir():
-        return None
-    for p in folder.glob("step-*.pt"):
-        try:
-            s = int(p.stem.split("-")[1])
-        except ValueError:
-            continue
-        if s < before and (best is None or s > best[0]):
-            best = (s, p)
-    return best
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,7 +318,9 @@ def _run_step(
     }
     meta["processes"] = accelerator.num_processes
     if accelerator.is_main_process:  # data parallel: one writer per step
-        register_run(task, cfg, store)
+        if task.run_id not in ws.registered:
+            register_run(task, cfg, store)
+            ws.registered.add(task.run_id)
         store.put_step(
             task.run_id,
             step,
@@ -451,29 +412,31 @@ def run_task(
         return 0
     ran = 0
     if task.kind == "sequential":
-        first = todo[0]
-        found = latest_checkpoint(cfg, task.run_id, first)
-        start = found[0] + 1 if found else 0
+        first, n = todo[0], len(task.steps)
         model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1))
-        if found:
-            load_checkpoint(model, found[1])
+        # A missing or damaged checkpoint: recompute from the newest usable one (or step 1).
+        start = resume_from_checkpoint(
+            model, cfg, task.run_id, first, n_steps=n, label=task.task_id
+        )
         if start < first:
             log.info(
-                "%s: checkpoint of step %d missing, recomputing from step %d",
+                "%s: no usable checkpoint after step %d/%d, recomputing from step %d/%d",
                 task.task_id,
                 first,
-                start,
+                n,
+                start + 1,
+                n,
             )
-        for step in range(start, len(task.steps)):
+        for step in range(start, n):
             if should_stop():
-                raise Preempted(f"{task.task_id}: stopped before step {step + 1}/{len(task.steps)}")
+                raise Preempted(f"{task.task_id}: stopped before step {step + 1}/{n}")
             # A step already in the store is recomputed only to rebuild the weights of a
             # missing checkpoint; put_step is idempotent.
             _run_step(
                 ws, task, model, path, step, store, should_stop=should_stop, progress=progress
             )
             if is_main_process():
-                save_checkpoint(model, cfg, task.run_id, step)
+                save_checkpoint(model, cfg, task.run_id, step, n_steps=n)
             ran += 1
         return ran
     for step in todo:

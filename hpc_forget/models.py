@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from hpc_forget import files
 from hpc_forget.errors import ModelError
 from hpc_forget.params import (  # noqa: F401 - PAPER_TABLE1, Row, format_params: re-exported
     PAPER_TABLE1,
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 TINY = "tiny"  # the preset that builds a tiny model from the run's own training texts
 
+TINY_MARKER = "hpc_forget_tiny.json"  # how the tiny model was built; written last
 _TINY_FORMAT = 2  # bump when build_tiny's output changes, so cached tiny models are rebuilt
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # XLM-R ids 0..3; <mask> is the last id
 
@@ -168,6 +170,173 @@ def _load_failed(spec: str, source: str, is_local: bool, exc: BaseException) -> 
     )
 
 
+_JSON_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "generation_config.json",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "hpc_forget_tiny.json",
+)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "sentencepiece.bpe.model",
+)
+_MODEL_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is unusable (header and size checked, data not read), or None."""
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"is truncated ({size} bytes)"
+        n = int.from_bytes(head, "little")
+        if n > 100_000_000:
+            return "is not a safetensors file (bad header length)"
+        if 8 + n > size:
+            return f"is truncated ({size} bytes, its header alone needs {8 + n})"
+        try:
+            header = json.loads(fh.read(n))
+            end = max(
+                (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                default=0,
+            )
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "is not a safetensors file (damaged header)"
+    want = 8 + n + end
+    if size < want:
+        return f"is truncated ({size} of {want} bytes)"
+    if size > want:
+        return f"is damaged ({size - want} bytes more than its header describes)"
+    return None
+
+
+def _torch_bin_problem(path: Path) -> str | None:
+    """Why a PyTorch .bin weights file is unusable (zip directory or pickle start), or None."""
+    import zipfile
+
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            return f"is damaged ({_first_line(exc)})"
+        return None
+    with path.open("rb") as fh:
+        start = fh.read(2)
+    if start[:1] != b"\x80":  # neither a zip (torch >= 1.6) nor a legacy pickle
+        return "is truncated or not a PyTorch weights file (no zip directory)"
+    return None
+
+
+def _is_lfs_pointer(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(24) == b"version https://git-lfs."
+
+
+def folder_problem(folder: str | os.PathLike, names: Iterable[str] | None = None) -> str | None:
+    """Why the files of a model folder cannot be loaded, naming the file, or None.
+
+    Checks, without loading anything: the JSON files parse, `.safetensors` files are as long
+    as their header says, `.bin` files have a zip directory, no listed file is empty. `names`
+    limits the check to those files (default: every known file, weights included).
+    """
+    folder = Path(folder)
+    wanted = None if names is None else set(names)
+    try:
+        entries = sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError as exc:
+        return f"cannot be listed ({exc.strerror})"
+    for p in entries:
+        name = p.name
+        is_weights = name.endswith((".safetensors", ".bin"))
+        if wanted is not None and name not in wanted and not (is_weights and "*" in wanted):
+            continue
+        try:
+            if name in _JSON_FILES:
+                data = p.read_bytes()
+                if not data.strip():
+                    return f"{name} is empty"
+                try:
+                    json.loads(data)
+                except ValueError as exc:
+                    return f"{name} is not valid JSON ({_first_line(exc)}: truncated or damaged)"
+            elif is_weights and _is_lfs_pointer(p):
+                return (
+                    f"weights file {name} is a Git LFS pointer, not the weights (the folder was"
+                    " cloned without git-lfs: run `git lfs pull` in it)"
+                )
+            elif name.endswith(".safetensors"):
+                if why := _safetensors_problem(p):
+                    return f"weights file {name} {why}"
+            elif name.endswith(".bin") and name != "training_args.bin":
+                if why := _torch_bin_problem(p):
+                    return f"weights file {name} {why}"
+            elif name == "sentencepiece.bpe.model" and p.stat().st_size == 0:
+                return f"{name} is empty"
+        except OSError as exc:
+            return f"{name} cannot be read ({exc.strerror})"
+    return None
+
+
+def _damaged_fix(spec: str, folder: Path) -> str:
+    """What to do about a damaged file in `folder` (the model that `spec` names)."""
+    parts = folder.resolve().parts
+    if "snapshots" in parts and folder.resolve().parent.name == "snapshots":
+        repo = folder.resolve().parents[1]  # <cache>/models--Org--name: blobs live there too
+        return (
+            f"delete {repo} and fetch it again with `hpc-forget prefetch CONFIG --cache DIR`"
+            " on a login node"
+        )
+    if folder.name.startswith("tiny-"):
+        return f"delete {folder}; the next run rebuilds it"
+    return (
+        "copy the model folder again (or re-save it with save_pretrained); if `hpc-forget"
+        " prefetch` wrote it, delete it and run the prefetch again"
+    )
+
+
+def _check_folder(spec: str, source: str, is_local: bool, names: Iterable[str]) -> None:
+    """ModelError naming the damaged file of a local (or cached) model folder, if any."""
+    if not is_local:
+        return
+    if (why := folder_problem(source, names)) is not None:
+        raise ModelError(f"model folder '{source}': {why} — {_damaged_fix(spec, Path(source))}")
+
+
+def _loading_failed(
+    spec: str,
+    source: str,
+    is_local: bool,
+    exc: BaseException,
+    cache_dir: str | os.PathLike | None = None,
+) -> ModelError:
+    """A failed from_pretrained as one line: the damaged file if a check finds one (for a hub
+    id, in its cached snapshot), else the library's first line."""
+    folder: str | None = source if is_local else None
+    if folder is None and not isinstance(exc, OSError | ValueError | KeyError):
+        with contextlib.suppress(Exception):
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(hub_id(spec), cache_dir=cache_dir, local_files_only=True)
+    if folder is not None and (why := folder_problem(folder)) is not None:
+        return ModelError(f"model folder '{folder}': {why} — {_damaged_fix(spec, Path(folder))}")
+    return _load_failed(spec, source, is_local, exc)
+
+
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' progress bars and load reports; restore the settings after."""
@@ -214,13 +383,14 @@ def load_tokenizer(
     ):
         cls = XLMRobertaTokenizerFast
     kwargs: dict[str, Any] = {} if is_local else {"cache_dir": cache_dir, "revision": revision}
+    _check_folder(spec, source, is_local, ("config.json", *_TOKENIZER_FILES))
     try:
         with _quiet_transformers():
             tok = cls.from_pretrained(source, **kwargs)
     except ModelError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise _load_failed(spec, source, is_local, exc) from None
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for bad JSON
+        raise _loading_failed(spec, source, is_local, exc, cache_dir) from None
     if not tok.is_fast:
         raise ModelError(
             f"tokenizer of '{spec}' is not a fast tokenizer: label alignment needs word_ids(); "
@@ -252,6 +422,7 @@ def load_model(
         )
     source, is_local = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
     kwargs: dict[str, Any] = {} if is_local else {"cache_dir": cache_dir, "revision": revision}
+    _check_folder(spec, source, is_local, (*_MODEL_FILES, "*"))
     try:
         with torch.random.fork_rng(devices=[]), _quiet_transformers():
             torch.manual_seed(seed)
@@ -266,8 +437,8 @@ def load_model(
             )
     except ModelError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise _load_failed(spec, source, is_local, exc) from None
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, torch's RuntimeError, ...
+        raise _loading_failed(spec, source, is_local, exc, cache_dir) from None
 
     def encoder_keys(kind: str) -> list[str]:
         keys = (k[0] if isinstance(k, tuple) else k for k in info.get(kind, ()))
@@ -304,11 +475,12 @@ def load_config(
         return tiny_config(4000, num_labels or 2)
     source, is_local = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
     kwargs: dict[str, Any] = {} if is_local else {"cache_dir": cache_dir, "revision": revision}
+    _check_folder(spec, source, is_local, ("config.json",))
     try:
         with _quiet_transformers():
             return AutoConfig.from_pretrained(source, **kwargs, **extra)
     except (OSError, ValueError, KeyError) as exc:
-        raise _load_failed(spec, source, is_local, exc) from None
+        raise _loading_failed(spec, source, is_local, exc, cache_dir) from None
 
 
 def prefetch_model(
@@ -655,7 +827,9 @@ def build_tiny(
         "config": {k: v for k, v in sorted(cfg.items())},
         "mlm": {"steps": mlm_steps, **_MLM, "loss_per_pass": mlm_losses},
     }
-    (out / "hpc_forget_tiny.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    # Written last and atomically: the tiny cache treats it as the "build complete" marker.
+    marker = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
+    files.atomic_write_raw(out / TINY_MARKER, marker)  # an OSError is worded by cached_tiny
     return out
 
 
@@ -709,22 +883,58 @@ def resolve_model_spec(
         return str(Path(name).expanduser()) if name.startswith("~") else name
     texts = _canonical_texts(texts_fn())
     key = tiny_key(texts, labels, vocab_size=vocab_size, mlm_steps=mlm_steps, **cfg)
-    root = Path(cache_dir).expanduser()
-    final = root / f"tiny-{key}"
-    if (final / "config.json").exists():
-        return str(final)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tiny-{key}-", dir=root))
+    final = Path(cache_dir).expanduser() / f"tiny-{key}"
+    build = functools.partial(
+        build_tiny, texts, labels=labels, vocab_size=vocab_size, mlm_steps=mlm_steps, **cfg
+    )
+    return str(cached_tiny(final, build))
+
+
+def tiny_problem(folder: Path) -> str | None:
+    """Why a tiny model cache folder cannot be used (half-written or damaged), or None."""
+    marker = folder / TINY_MARKER
+    if not marker.is_file():
+        return f"no {TINY_MARKER} (the build did not finish)"
+    return folder_problem(folder)
+
+
+def cached_tiny(final: Path, build: Callable[[Path], Any]) -> Path:
+    """`final` if it holds a complete, undamaged tiny model; otherwise build one into a
+    temporary folder (`build(tmp)`) and rename it into place. A damaged or half-written
+    folder is logged in one line and rebuilt; temporary folders of builders that died are
+    removed; a full disk is one line and leaves nothing behind."""
+    if final.is_dir():
+        why = tiny_problem(final)
+        if why is None:
+            return final
+        log.warning("tiny model cache %s is damaged (%s); rebuilding it", final, why)
+        aside = files.tmp_name(final)  # a dead builder's name: never mistaken for the model
+        with contextlib.suppress(OSError):
+            os.rename(final, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+    root = final.parent
+    tmp = files.tmp_name(final)
     try:
-        build_tiny(texts, tmp, labels, vocab_size=vocab_size, mlm_steps=mlm_steps, **cfg)
+        root.mkdir(parents=True, exist_ok=True)
+        files.clean_stale_tmp(root, lambda name: name == final.name)
+        tmp.mkdir()
+        build(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
-            if not (final / "config.json").exists():  # not a lost race: a real failure
+            if tiny_problem(final) is not None:  # not a lost race: a real failure
                 raise
+    except Exception as exc:
+        if isinstance(exc, ModelError) or not files.is_write_failure(exc):
+            raise
+        raise ModelError(
+            files.write_error_message(
+                exc, final, "the tiny model cache", "set cache_dir to a folder with space"
+            )
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return str(final)
+    return final
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,15 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import io
 import json
 import math
 import os
 import re
-import secrets
-import socket
-import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hpc_forget import files
 from hpc_forget.errors import StoreError
 
 # HDF5's own file locking fails on Lustre and many NFS mounts (errno 11, 37, 38, 524). We never
@@ -65,8 +62,8 @@ RUN_FORMAT = "hpc-forget-run"
 STEP_FORMAT = "hpc-forget-step"
 CONSOLIDATED_FORMAT = "hpc-forget-consolidated"
 
-STALE_TMP_S = 24 * 3600
-"""consolidate() removes temporary files older than this (left by killed writers)."""
+STALE_TMP_S = files.STALE_TMP_S
+"""A temporary file of a writer on another host is removed once older than this."""
 
 STEP_META_FIELDS: dict[str, str] = {
     "epochs_run": "epochs trained in this step (early stopping may end before max_epochs)",
@@ -98,10 +95,8 @@ PROVENANCE_FIELDS: dict[str, str] = {
 }
 """Provenance keys the engine fills for each step (any JSON keys are kept)."""
 
-_DISK_FULL = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded"}
 _STEP_NAME = re.compile(r"^(\d{6,9})\.h5$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,149}$")
-_HOST = re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname())[:40] or "host"
 
 
 class StoreWarning(UserWarning):
@@ -225,8 +220,9 @@ def _step_crc(
     )
 
 
-def _tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+def _step_label(index: int, n_steps: int | None = None) -> str:
+    """Steps in messages are 1-based: index 2 of 4 is "step 3/4" (files keep the index)."""
+    return f"step {index + 1}/{n_steps}" if n_steps else f"step {index + 1}"
 
 
 def _is_hidden(name: str) -> bool:
@@ -250,32 +246,9 @@ def _reason(exc: BaseException) -> str:
     return _one_line(f"unreadable ({type(exc).__name__}: {msg})", 200)
 
 
-def _os_message(exc: OSError, path: Path, what: str) -> str:
+def _os_message(exc: BaseException, path: Path, what: str) -> str:
     """One-line StoreError text for an OSError while writing `what` to `path`."""
-    err = exc.errno
-    if err is None:  # h5py sometimes hides errno in the message
-        msg = str(exc)
-        if "No space left" in msg or "errno = 28" in msg:
-            err = errno.ENOSPC
-        elif "quota" in msg.lower() or "errno = 122" in msg:
-            err = errno.EDQUOT
-    if err in _DISK_FULL:
-        return (
-            f"{path}: {_DISK_FULL[err]} while writing {what}; earlier results are intact"
-            " — free space (or move the store) and re-run"
-        )
-    if err == errno.EROFS:
-        return (
-            f"{path}: read-only filesystem while writing {what}; earlier results are intact"
-            " — put the store on a writable filesystem"
-        )
-    if err in (errno.EACCES, errno.EPERM):
-        return (
-            f"{path}: permission denied while writing {what}; earlier results are intact"
-            " — fix the permissions or choose another store location"
-        )
-    reason = exc.strerror or _one_line(str(exc), 160)
-    return f"{path}: cannot write {what} ({reason}); earlier results are intact"
+    return files.write_error_message(exc, path, what, "move the store")
 
 
 def _check_not_empty(path: Path) -> None:
@@ -295,62 +268,12 @@ def _open_h5(path: str | os.PathLike | io.BytesIO, mode: str = "r") -> h5py.File
     return h5py.File(path, mode, locking=False)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; best effort (not every filesystem supports it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.remove(path)
-
-
-def _atomic_write_raw(final: Path, data: bytes, validate: Callable[[Path], None] | None) -> None:
-    """Write `data` to `final` whole or not at all: temp name in the same directory, fsync,
-    validation read, os.replace, fsync of the directory. Any failure removes the temp file,
-    leaves `final` as it was and re-raises."""
-    tmp = _tmp_name(final)
-    fd: int | None = None
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        _write_all(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        fd = None
-        if validate is not None:
-            validate(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        _remove_quietly(tmp)
-        raise
-    _fsync_dir(final.parent)
-
-
 def _atomic_write_bytes(
     final: Path, data: bytes, what: str, validate: Callable[[Path], None] | None = None
 ) -> None:
-    """_atomic_write_raw with an OSError turned into a one-line StoreError."""
+    """files.atomic_write_raw with an OSError turned into a one-line StoreError."""
     try:
-        _atomic_write_raw(final, data, validate)
+        files.atomic_write_raw(final, data, validate)
     except OSError as exc:
         raise StoreError(_os_message(exc, final, what)) from None
 
@@ -388,9 +311,40 @@ def _check_format(attrs: h5py.AttributeManager, fmt: str) -> None:
         got = got.decode("utf-8", "replace")
     if got != fmt:
         raise _Damaged(f"not an hpc-forget file (format attribute {got!r}, expected {fmt!r})")
-    version = attrs.get("schema_version")
-    if version is None or int(version) != SCHEMA_VERSION:
-        raise _Damaged(f"schema version {version}, this hpc-forget reads {SCHEMA_VERSION}")
+    problem = _schema_problem(attrs.get("schema_version"))
+    if problem is not None:
+        raise _Damaged(f"{problem} — start a new store or use the hpc-forget that wrote it")
+
+
+def _schema_problem(version: Any, written_by: str = "") -> str | None:
+    """None for SCHEMA_VERSION; otherwise what the version is, in words (no remedy)."""
+    if isinstance(version, np.integer):
+        version = int(version)
+    if version is None:
+        return f"has no schema_version; this hpc-forget reads schema {SCHEMA_VERSION}"
+    if isinstance(version, bool) or not isinstance(version, int):
+        return (
+            f"has schema_version {version!r} ({type(version).__name__}), not an integer;"
+            f" this hpc-forget reads schema {SCHEMA_VERSION}"
+        )
+    if version == SCHEMA_VERSION:
+        return None
+    age = "an older" if version < SCHEMA_VERSION else "a newer"
+    by = f", {written_by}" if written_by else ""
+    return (
+        f"was written by {age} hpc-forget (schema {version}{by});"
+        f" this version reads schema {SCHEMA_VERSION}"
+    )
+
+
+def _schema_fix(version: Any, written_by: str, subject: str) -> str:
+    """What to do about a `subject` (store, consolidated file) of another schema version."""
+    if isinstance(version, int | np.integer) and not isinstance(version, bool):
+        if version > SCHEMA_VERSION:
+            return f"upgrade hpc-forget (pip install -U hpc-forget) to read this {subject}"
+        old = written_by if written_by.startswith("hpc-forget ") else "an older hpc-forget"
+        return f"start a new {subject} (or use {old} to read it)"
+    return f"restore the {subject}'s schema_version (an integer) or start a new {subject}"
 
 
 class _Damaged(Exception):
@@ -688,11 +642,10 @@ def _read_marker(path: Path) -> dict:
     version = data.get("schema_version")
     if data.get("format") != STORE_FORMAT:
         raise StoreError(f"{path}: not an hpc-forget store marker; use another store path")
-    if version != SCHEMA_VERSION:
-        raise StoreError(
-            f"{path}: store has schema version {version}, this hpc-forget reads version"
-            f" {SCHEMA_VERSION}; use the hpc-forget version that wrote it or a new store path"
-        )
+    by = data.get("created_by") if isinstance(data.get("created_by"), str) else ""
+    problem = _schema_problem(version, by)
+    if problem is not None:
+        raise StoreError(f"{path}: store {problem} — {_schema_fix(version, by, 'store')}")
     return data
 
 
@@ -750,17 +703,23 @@ def _consolidated_version(path: Path) -> None:
         with _open_h5(path) as f:
             fmt = f.attrs.get("format")
             version = f.attrs.get("schema_version")
+            by = f.attrs.get("hpc_forget_version", "")
     except Exception as exc:
         raise _Damaged(_reason(exc)) from None
     if isinstance(fmt, bytes):
         fmt = fmt.decode("utf-8", "replace")
     if fmt != CONSOLIDATED_FORMAT:
         raise _Damaged(f"not an hpc-forget consolidated store (format attribute {fmt!r})")
-    if version is None or int(version) != SCHEMA_VERSION:
-        raise StoreError(
-            f"{path}: consolidated store has schema version {version}, this hpc-forget reads"
-            f" version {SCHEMA_VERSION}; use the hpc-forget version that wrote it"
-        )
+    by = f"hpc-forget {by}" if isinstance(by, str) and by else ""
+    problem = _schema_problem(version, by)
+    if problem is not None:
+        fix = _schema_fix(version, by, "consolidated file")
+        if isinstance(version, int | np.integer) and version < SCHEMA_VERSION:
+            fix = (
+                "consolidate the store directory again with this version,"
+                f" or use {by or 'the hpc-forget that wrote it'} to read it"
+            )
+        raise StoreError(f"{path}: consolidated store {problem} — {fix}")
 
 
 def _read_consolidated(path: Path) -> _Consolidated:
@@ -834,7 +793,7 @@ def _read_consolidated_rows(
         try:
             _check_step(s)
         except _Damaged as d:
-            problems.append(f"{path}: run {h.run_id} step {i}: {d}; skipped")
+            problems.append(f"{path}: run {h.run_id} {_step_label(i, n_steps)}: {d}; skipped")
             continue
         rows[i] = s
     return rows
@@ -968,7 +927,7 @@ class Store:
                 "created_by": f"hpc-forget {__version__}",
                 "layout": "runs/<run_id>.h5, steps/<run_id>/<step:06d>.h5, consolidated.h5",
             }
-            _atomic_write_raw(marker, (json.dumps(data, indent=2) + "\n").encode(), None)
+            files.atomic_write_raw(marker, (json.dumps(data, indent=2) + "\n").encode(), None)
         self._marker_ok = True
 
     def check_writable(self) -> None:
@@ -985,14 +944,14 @@ class Store:
             self._ensure_marker()
             for sub in (RUNS_DIR, STEPS_DIR):
                 (self.path / sub).mkdir(exist_ok=True)
-            probe = _tmp_name(self.path / "probe")
+            probe = files.tmp_name(self.path / "probe")
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
-                _write_all(fd, b"hpc-forget write probe\n")
+                files.write_all(fd, b"hpc-forget write probe\n")
                 os.fsync(fd)
             finally:
                 os.close(fd)
-                _remove_quietly(probe)
+                files.remove_quietly(probe)
         except OSError as exc:
             why = exc.strerror or _one_line(str(exc), 120)
             raise StoreError(
@@ -1028,6 +987,7 @@ class Store:
             self._ensure_marker()
         except OSError as exc:
             raise StoreError(_os_message(exc, self.path / MARKER, f"run {run_id}")) from None
+        self.clean_run_tmp(run_id)
         if final.exists():
             try:
                 old = _read_run_file(final)
@@ -1075,14 +1035,15 @@ class Store:
         only this run's file and this step's file (cost independent of the store size)."""
         self._require_directory("put_step")
         h = self._writer_header(run_id)
-        where = f"step {step} of {run_id}"
         if isinstance(step, bool) or not isinstance(step, int | np.integer):
-            raise StoreError(f"put_step {run_id}: step must be an int, got {step!r}")
+            raise StoreError(f"put_step {run_id}: step must be an int index, got {step!r}")
         step = int(step)
         if not 0 <= step < len(h.steps):
             raise StoreError(
-                f"put_step {run_id}: step {step} is out of range; the run has {len(h.steps)} steps"
+                f"put_step {run_id}: step index {step} is out of range; the run has"
+                f" {len(h.steps)} steps (indices 0..{len(h.steps) - 1})"
             )
+        where = f"{_step_label(step, len(h.steps))} of {run_id}"
         s = _make_step(h, step, scores, dev_curve, meta, provenance, where)
         final = self.step_file(run_id, step)
         if final.exists():
@@ -1253,7 +1214,8 @@ class Store:
                 continue
             if value.run_id != h.run_id or value.step != step:
                 self._problem(
-                    entry.path, f"holds step {value.step} of {value.run_id!r}, not this one{note}"
+                    entry.path,
+                    f"holds {_step_label(value.step)} of {value.run_id!r}, not this one{note}",
                 )
                 continue
             if value.languages != h.languages or step >= len(h.steps):
@@ -1360,13 +1322,11 @@ class Store:
                     f"{self.path}: is already a consolidated file; give an output path"
                 )
             out = self.path / CONSOLIDATED
-        dest = Path(out).expanduser()
-        if dest.is_dir():
-            dest = dest / CONSOLIDATED
+        dest = _consolidate_target(Path(out).expanduser())
         self._problems = {}
         runs = self._scan_all()
         problems = sorted(self._problems.values())
-        tmp = _tmp_name(dest)
+        tmp = files.tmp_name(dest)
         what = "the consolidated store"
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -1382,11 +1342,12 @@ class Store:
                 raise StoreError(f"{dest}: read-back failed ({d}); previous file kept") from None
             os.replace(tmp, dest)
         except BaseException as exc:
-            _remove_quietly(tmp)
+            files.remove_quietly(tmp)
             if isinstance(exc, OSError):
-                raise StoreError(_os_message(exc, dest, what)) from None
+                fix = "move the store" if dest.parent == self.path else "choose another --out path"
+                raise StoreError(files.write_error_message(exc, dest, what, fix)) from None
             raise
-        _fsync_dir(dest.parent)
+        files.fsync_dir(dest.parent)
         if not self.single_file:
             self._clean_stale_tmp()
         return dest
@@ -1396,16 +1357,61 @@ class Store:
         file to copy to a laptop; open it there with ``Store(dest)``."""
         return self.consolidate(out=dest)
 
+    def clean_run_tmp(self, run_id: str) -> list[Path]:
+        """Remove the temporary files that killed writers of `run_id` left (its run file's and
+        its step files'): those of a dead process on this host, or older than STALE_TMP_S
+        from another host. Other runs' files and live writers' files are never touched.
+        put_run calls it, so the next writer of a run cleans up after the previous one."""
+        name = f"{run_id}.h5"
+        removed = files.clean_stale_tmp(self.path / RUNS_DIR, lambda n: n == name)
+        return removed + files.clean_stale_tmp(self.path / STEPS_DIR / run_id)
+
     def _clean_stale_tmp(self) -> None:
-        cutoff = time.time() - STALE_TMP_S
-        dirs = [self.path, self.path / RUNS_DIR]
-        dirs += [Path(e.path) for e in _scandir(self.path / STEPS_DIR) if e.is_dir()]
-        for d in dirs:
-            for entry in _scandir(d):
-                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                    with contextlib.suppress(OSError):
-                        if entry.stat().st_mtime < cutoff:
-                            os.remove(entry.path)
+        """consolidate(): the stale temporary files of every run, and of the store's own files."""
+        files.clean_stale_tmp(self.path)
+        files.clean_stale_tmp(self.path / RUNS_DIR)
+        for e in _scandir(self.path / STEPS_DIR):
+            if e.is_dir():
+                files.clean_stale_tmp(Path(e.path))
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _consolidate_target(dest: Path) -> Path:
+    """The file consolidate() writes for `dest` (a folder gets consolidated.h5), or a one-line
+    StoreError for a path it must not or cannot write: under a regular file, a folder where
+    the file would go, a device, an existing file that is not a consolidated store."""
+    if dest.is_dir():
+        dest = dest / CONSOLIDATED
+        if dest.is_dir():
+            raise StoreError(f"{dest}: is a folder; choose another output path (--out)")
+    for parent in dest.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise StoreError(
+                    f"{dest}: {parent} is a file, not a folder; choose an output path (--out)"
+                    " in a folder"
+                )
+            break
+    if dest.exists() and not dest.is_file():
+        raise StoreError(f"{dest}: not a regular file; choose another output path (--out)")
+    if dest.is_file() and dest.stat().st_size:
+        with open(dest, "rb") as fh:
+            head = fh.read(len(_HDF5_SIGNATURE))
+        foreign = head != _HDF5_SIGNATURE
+        if not foreign:
+            with contextlib.suppress(Exception):  # unreadable HDF5: a damaged earlier copy
+                with _open_h5(dest) as f:
+                    fmt = f.attrs.get("format")
+                fmt = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else fmt
+                foreign = fmt != CONSOLIDATED_FORMAT
+        if foreign:
+            raise StoreError(
+                f"{dest}: exists and is not an hpc-forget consolidated store; not overwritten"
+                " — choose another output path (--out) or delete the file"
+            )
+    return dest
 
 
 def _compare_headers(path: Path, old: _Header, new: _Header) -> None:

@@ -482,11 +482,13 @@ def test_missing_sources(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"^\./massive: no such file or folder"):
         load_massive("./massive")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"no MASSIVE locale files \(<locale>.jsonl\) found$"):
+    with pytest.raises(DataError, match=r"no MASSIVE locale files \(<locale>.jsonl, e.g. en-US"):
         load_massive(tmp_path / "empty")
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"\x1f\x8b not really gzip")
-    with pytest.raises(DataError, match=r"broken.tar.gz: not a readable .tar.gz \(.*\) — download"):
+    with pytest.raises(
+        DataError, match=r"broken.tar.gz: not a readable tar archive \(.*\) — expected the official"
+    ):
         load_massive(broken)
     corpus = load_massive(tmp_path / "m")
     with pytest.raises(DataError, match=r"locale 'fr-FR' is not loaded; available: en-US, th-TH"):
@@ -558,7 +560,7 @@ def test_prepare_splits(samples) -> None:
     with pytest.raises(DataError) as err:
         prepare_splits(samples, "de-DE")
     assert str(err.value) == (
-        "samples: locale de-DE has no train split — set data.missing_train: split-dev to train on "
+        f"{D.SAMPLES_DIR / 'de-DE.jsonl'}: locale de-DE has no train split — set data.missing_train: split-dev to train on "
         "part of its dev split, or drop the locale"
     )
     de = prepare_splits(samples, "sw-KE", missing_train="split-dev", seed=1)
@@ -620,3 +622,101 @@ def test_shipped_samples_regenerate(real_dir: Path, tmp_path: Path) -> None:
         assert (tmp_path / f"{loc}.jsonl").read_bytes() == (
             SAMPLES_DIR / f"{loc}.jsonl"
         ).read_bytes()
+
+
+# ------------------------------------------------------------- sources that are not MASSIVE
+
+
+def _source(tmp_path: Path, kind: str) -> Path:
+    if kind == "/dev/null":
+        return Path("/dev/null")
+    p = (
+        tmp_path
+        / {
+            "empty file": "en-US.jsonl",
+            "empty other file": "notes.txt",
+            "empty folder": "d",
+            "folder without locale files": "d",
+            "non-JSON .jsonl": "en-US.jsonl",
+            "binary .jsonl": "en-US.jsonl",
+            "non-JSON file": "data.csv",
+            "not-gzip .tar.gz": "massive.tar.gz",
+            "empty .tar.gz": "massive.tar.gz",
+        }[kind]
+    )
+    if kind in ("empty folder", "folder without locale files"):
+        p.mkdir()
+        if kind == "folder without locale files":
+            (p / "README.md").write_text("hi")
+            (p / "en-US.json").write_text("{}")
+    elif kind.startswith("empty"):
+        p.write_bytes(b"")
+    elif kind == "non-JSON .jsonl":
+        p.write_text("id,utt\n1,hello\n")
+    elif kind == "binary .jsonl":
+        p.write_bytes(b"\xff\xfe\x00garbage\n\x89PNG\n")
+    elif kind == "non-JSON file":
+        p.write_text("id,utt\n1,hello\n")
+    else:
+        p.write_text("this is a web page, not an archive\n")
+    return p
+
+
+@pytest.mark.parametrize(
+    ("kind", "needle"),
+    [
+        ("/dev/null", "not a regular file or folder (a device or pipe) — pass a folder"),
+        ("empty file", "empty file (0 bytes) — expected MASSIVE JSON Lines"),
+        ("empty other file", "empty file (0 bytes) — expected a <locale>.jsonl file"),
+        ("empty folder", "found (the folder is empty) — pass a folder of <locale>.jsonl files"),
+        (
+            "folder without locale files",
+            "found (it holds 2 other entries: README.md, en-US.json) — pass a folder",
+        ),
+        ("non-JSON .jsonl", "not a JSON Lines file (line 1: bad JSON (Expecting value"),
+        ("binary .jsonl", "not a JSON Lines file (line 1: "),
+        ("non-JSON file", "not a MASSIVE source — pass a folder of <locale>.jsonl files"),
+        ("not-gzip .tar.gz", "not a gzip file (it does not start with the gzip signature)"),
+        ("empty .tar.gz", "empty file (0 bytes) — expected the official MASSIVE .tar.gz"),
+    ],
+)
+def test_inspect_of_a_source_that_is_not_massive_is_one_line(tmp_path, kind, needle) -> None:
+    from hpc_forget.errors import UserError
+
+    path = _source(tmp_path, kind)
+    with pytest.raises(UserError) as err:
+        inspect_data(path)  # skip_invalid=True, as `data inspect` does
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ") and needle in msg, msg
+    assert "\n" not in msg and "no such file or folder" not in msg
+
+
+@pytest.mark.parametrize("split", ["test", "dev", "all"])
+def test_empty_locale_split_names_the_file(tmp_path, split) -> None:
+    lines = {
+        "test": [GOOD, row(id="1", partition="dev")],
+        "dev": [GOOD, row(id="1", partition="test")],
+        "all": [],
+    }[split]
+    path = write_locale(tmp_path, "en-US", lines)
+    corpus = load_massive(tmp_path)
+    with pytest.raises(DataError) as err:
+        prepare_splits(corpus, "en-US")
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg
+    if split == "all":
+        assert "no rows for locale en-US (the file has no rows)" in msg
+    else:
+        assert f"locale en-US has no {split} rows (partition '{split}')" in msg
+
+
+def test_tarball_locale_messages_name_the_member(tmp_path) -> None:
+    tar_path = tmp_path / "m.tar.gz"
+    blob = (GOOD + "\n").encode()
+    with tarfile.open(tar_path, "w:gz") as tar:
+        info = tarfile.TarInfo("1.1/data/en-US.jsonl")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+    with pytest.raises(DataError) as err:
+        prepare_splits(load_massive(tar_path), "en-US")
+    assert str(err.value).startswith(f"{tar_path}[1.1/data/en-US.jsonl]: locale en-US has no test")

@@ -554,3 +554,164 @@ def test_format_params() -> None:
     )
     nonshared = [line for line in lines if line.startswith("NON-SHARED LoRA   32")]
     assert len(nonshared) == 1 and "278.59" in nonshared[0] and "typo" in nonshared[0]
+
+
+# ------------------------------------------------------------ damaged model folders, tiny cache
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "foreign":
+        path.write_bytes(b"<html>404 Not Found</html>\n" * 4)
+    elif how == "longer":
+        path.write_bytes(data + b"\0" * 16)
+    elif how == "lfs":
+        path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "how", "loader", "needle"),
+    [
+        ("model.safetensors", "truncated", "model", "weights file model.safetensors is truncated"),
+        ("model.safetensors", "empty", "model", "weights file model.safetensors is empty"),
+        ("model.safetensors", "foreign", "model", "model.safetensors is not a safetensors file"),
+        ("model.safetensors", "longer", "model", "model.safetensors is damaged (16 bytes more"),
+        ("model.safetensors", "lfs", "model", "model.safetensors is a Git LFS pointer"),
+        ("pytorch_model.bin", "truncated", "model", "weights file pytorch_model.bin is truncated"),
+        (
+            "pytorch_model.bin",
+            "foreign",
+            "model",
+            "pytorch_model.bin is truncated or not a PyTorch",
+        ),
+        ("config.json", "truncated", "model", "config.json is not valid JSON"),
+        ("config.json", "empty", "tokenizer", "config.json is empty"),
+        ("tokenizer.json", "truncated", "tokenizer", "tokenizer.json is not valid JSON"),
+        ("tokenizer.json", "empty", "tokenizer", "tokenizer.json is empty"),
+        ("tokenizer_config.json", "foreign", "tokenizer", "tokenizer_config.json is not valid"),
+    ],
+)
+def test_damaged_file_in_a_model_folder_is_one_line_naming_it(
+    tiny_model_dir: Path, tmp_path: Path, name: str, how: str, loader: str, needle: str
+) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    if name == "pytorch_model.bin":  # a folder saved with safe_serialization=False
+        from safetensors.torch import load_file
+
+        torch.save(load_file(folder / "model.safetensors"), folder / name)
+        (folder / "model.safetensors").unlink()
+    _damage(folder / name, how)
+    with pytest.raises(ModelError) as err:
+        if loader == "model":
+            load_model(str(folder), LABELS)
+        else:
+            load_tokenizer(str(folder))
+    msg = one_line(err)
+    assert msg.startswith(f"model folder '{folder}': ") and needle in msg, msg
+    assert "copy the model folder again" in msg
+
+
+def test_damaged_weights_are_found_even_when_the_header_check_passes(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Same size, damaged header content: the library's error, as one line."""
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    header = data[8 : 8 + n].replace(b'"F32"', b'"X32"')
+    path.write_bytes(bytes(data[:8]) + header + bytes(data[8 + n :]))
+    with pytest.raises(ModelError) as err:
+        load_model(str(folder), LABELS)
+    assert one_line(err).startswith(f"cannot load model folder '{folder}' (")
+
+
+def test_damaged_cached_hub_model_says_delete_and_prefetch(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--acme--tiny-xlmr"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    _damage(repo / "snapshots" / commit / "model.safetensors", "truncated")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as err:
+        load_model("acme/tiny-xlmr", LABELS, cache_dir=tmp_path)
+    msg = one_line(err)
+    assert "weights file model.safetensors is truncated" in msg
+    assert f"delete {repo.resolve()} and fetch it again with `hpc-forget prefetch" in msg
+
+
+def _resolve_tiny(texts: list[str], cache: Path) -> Path:
+    return Path(
+        resolve_model_spec("tiny", texts_fn=lambda: texts, cache_dir=cache, hidden=32, mlm_steps=0)
+    )
+
+
+@pytest.mark.parametrize("how", ["truncated-weights", "no-marker", "empty-tokenizer"])
+def test_damaged_tiny_cache_is_rebuilt_with_one_log_line(
+    tiny_texts: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    texts = tiny_texts[:300]
+    path = _resolve_tiny(texts, tmp_path)
+    good = (path / "model.safetensors").read_bytes()
+    if how == "truncated-weights":
+        _damage(path / "model.safetensors", "truncated")
+    elif how == "no-marker":  # killed half-way by an older version that renamed early
+        (path / models.TINY_MARKER).unlink()
+    else:
+        _damage(path / "tokenizer.json", "empty")
+    with caplog.at_level(logging.WARNING, logger="hpc_forget.models"):
+        again = _resolve_tiny(texts, tmp_path)
+    assert again == path
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"tiny model cache {path} is damaged (") and "rebuilding it" in line
+    assert (path / "model.safetensors").read_bytes() == good  # the same model again
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # nothing left aside
+    assert load_model(str(path), LABELS).config.hidden_size == 32
+
+
+def test_tiny_cache_full_disk_is_one_line_and_leaves_nothing(
+    tiny_texts: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    real = models.build_tiny
+
+    def full(texts, out, *a, **k):
+        train_tokenizer(texts, out, vocab_size=200)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(models, "build_tiny", full)
+    with pytest.raises(ModelError) as err:
+        _resolve_tiny(tiny_texts[:300], tmp_path / "cache")
+    msg = one_line(err)
+    assert "disk full while writing the tiny model cache; earlier results are intact" in msg
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert real is not full
+
+
+def test_a_dead_builders_temp_folder_is_removed_by_the_next_build(
+    tiny_texts: list[str], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from hpc_forget import files
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    key = models.tiny_key(tiny_texts[:300], ("O",), hidden=32, mlm_steps=0)
+    dead = tmp_path / f".tiny-{key}.{files.HOST}.{proc.pid}.0a0b.tmp"
+    (dead / "sub").mkdir(parents=True)
+    other = tmp_path / f".tiny-000000000000.{files.HOST}.{proc.pid}.0a0b.tmp"
+    other.mkdir()
+    path = _resolve_tiny(tiny_texts[:300], tmp_path)
+    assert path.name == f"tiny-{key}" and not dead.exists() and other.exists()

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import pytest
 
+import hpc_forget.files as F
 import hpc_forget.store as S
 from hpc_forget.store import (
     SCHEMA_VERSION,
@@ -202,7 +203,7 @@ def test_put_run_rejects_bad_input(tmp_path, call, needle):
 @pytest.mark.parametrize(
     ("kw", "needle"),
     [
-        ({"step": 3}, "step 3 is out of range; the run has 3 steps"),
+        ({"step": 3}, r"step index 3 is out of range; the run has 3 steps \(indices 0\.\.2\)"),
         ({"step": -1}, "out of range"),
         ({"step": "1"}, "step must be an int"),
         ({"scores": {"xx": 0.5}}, "language 'xx' is not in the run's languages"),
@@ -291,13 +292,14 @@ def test_writer_killed_leaves_no_partial_file(tmp_path, where):
     _run(st)
     _step(st, 0)
     patch = {
-        "mid-write": "S._write_all = lambda fd, data: (os.write(fd, data[: len(data) // 2]),"
+        "mid-write": "F.write_all = lambda fd, data: (os.write(fd, data[: len(data) // 2]),"
         " os.kill(os.getpid(), signal.SIGKILL))",
         "before-rename": "os.replace = lambda a, b: os.kill(os.getpid(), signal.SIGKILL)",
     }[where]
     res = _run_py(
         f"""
         import os, signal
+        import hpc_forget.files as F
         import hpc_forget.store as S
         st = S.Store({str(tmp_path)!r})
         {patch}
@@ -430,7 +432,7 @@ def test_truncated_step_file_is_reported_and_skipped(tmp_path):
         (b"", "empty file (0 bytes)"),
         ("zeros", "not an HDF5 file"),
         ("bitflip", "checksum mismatch"),
-        ("other-version", f"schema version 99, this hpc-forget reads {SCHEMA_VERSION}"),
+        ("other-version", "written by a newer hpc-forget (schema 99); this version reads schema"),
     ],
 )
 def test_foreign_or_garbage_step_file(tmp_path, content, needle):
@@ -495,9 +497,8 @@ def test_schema_version_mismatch_is_an_error(tmp_path):
         with pytest.raises(StoreError) as e:
             call()
         msg = str(e.value)
-        assert (
-            str(marker) in msg and "schema version 99" in msg and f"version {SCHEMA_VERSION}" in msg
-        )
+        assert str(marker) in msg and "written by a newer hpc-forget (schema 99" in msg
+        assert f"this version reads schema {S.SCHEMA_VERSION}" in msg and "upgrade" in msg
         _one_line(msg)
     marker.write_text("{not json")
     with pytest.raises(StoreError, match="not a valid store marker"):
@@ -534,11 +535,11 @@ def test_disk_full_during_write_keeps_earlier_results(tmp_path, monkeypatch, cod
         os.write(fd, data[:100])
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(S, "_write_all", full)
+    monkeypatch.setattr(F, "write_all", full)
     with pytest.raises(StoreError) as e:
         _step(st, 1)
     msg = str(e.value)
-    assert msg.startswith(f"{st.step_file('r1', 1)}: {words} while writing step 1 of r1;")
+    assert msg.startswith(f"{st.step_file('r1', 1)}: {words} while writing step 2/3 of r1;")
     assert "earlier results are intact" in msg
     _one_line(msg)
     assert sorted(p.name for p in (tmp_path / "steps" / "r1").iterdir()) == ["000000.h5"]
@@ -555,7 +556,7 @@ def test_disk_full_in_fsync(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", fail)
-    with pytest.raises(StoreError, match="disk full while writing step 0 of r1"):
+    with pytest.raises(StoreError, match="disk full while writing step 1/3 of r1"):
         _step(st, 0)
     monkeypatch.undo()
     assert not any((tmp_path / "steps" / "r1").iterdir())
@@ -731,10 +732,10 @@ def test_consolidated_file_of_other_version_or_damaged(tmp_path):
     with h5py.File(out, "r+") as f:
         f.attrs["schema_version"] = 7
     with pytest.raises(
-        StoreError, match="consolidated store has schema version 7, this hpc-forget"
+        StoreError, match="consolidated store was written by a newer hpc-forget \\(schema 7"
     ):
         Store(out)
-    with pytest.raises(StoreError, match="schema version 7"):
+    with pytest.raises(StoreError, match="schema 7"):
         Store(tmp_path).runs()
     out.write_bytes(out.read_bytes()[:500])
     fresh = Store(tmp_path)
@@ -749,7 +750,7 @@ def test_consolidated_row_checksum(tmp_path):
         f["runs/r1/R"][1, 1] = 0.0
     one = Store(out)
     assert one.done_steps("r1") == {0, 2} and np.isnan(one.matrix("r1")[1]).all()
-    assert "run r1 step 1: checksum mismatch" in one.problems()[0]
+    assert "run r1 step 2/3: checksum mismatch" in one.problems()[0]
 
 
 def test_killed_consolidation_keeps_previous_file(tmp_path):
@@ -835,3 +836,175 @@ def test_reader_cache_sees_new_and_replaced_files(tmp_path):
     st.step_file("r1", 2).unlink()
     _step(st, 2)
     assert reader.done_steps("r1") == {0, 1, 2} and reader.problems() == []
+
+
+# ------------------------------------------------------ schema versions, temp files, --out
+
+
+def _marker_with(tmp_path: Path, **fields) -> Path:
+    Store(tmp_path).check_writable()
+    marker = tmp_path / "STORE.json"
+    data = json.loads(marker.read_text())
+    data.update(fields)
+    marker.write_text(json.dumps({k: v for k, v in data.items() if v is not None}))
+    return marker
+
+
+@pytest.mark.parametrize(
+    ("version", "needles"),
+    [
+        ("1", ["schema_version '1' (str), not an integer", "restore the store's schema_version"]),
+        (None, ["has no schema_version", "restore"]),
+        (
+            S.SCHEMA_VERSION - 1,
+            [
+                f"written by an older hpc-forget (schema {S.SCHEMA_VERSION - 1}, hpc-forget 0.0.1)",
+                f"this version reads schema {S.SCHEMA_VERSION}",
+                "start a new store (or use hpc-forget 0.0.1 to read it)",
+            ],
+        ),
+        (S.SCHEMA_VERSION + 1, ["written by a newer hpc-forget", "upgrade hpc-forget"]),
+    ],
+)
+def test_schema_version_messages_say_what_and_what_to_do(tmp_path, version, needles):
+    marker = _marker_with(tmp_path, schema_version=version, created_by="hpc-forget 0.0.1")
+    with pytest.raises(StoreError) as e:
+        Store(tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"{marker}: store ")
+    for needle in needles:
+        assert needle in msg
+    assert f"reads version {S.SCHEMA_VERSION}" not in msg
+    _one_line(msg)
+
+
+def test_step_file_with_a_string_schema_version_is_reported(tmp_path):
+    st = _damaged_store(tmp_path)
+    with h5py.File(st.step_file("r1", 2), "r+") as f:
+        f.attrs["schema_version"] = "1"
+    (line,) = Store(tmp_path).problems()
+    assert "schema_version '1' (str), not an integer" in line and line.endswith("; skipped")
+
+
+def test_older_consolidated_file_says_to_consolidate_again(tmp_path):
+    out = _damaged_store(tmp_path).consolidate()
+    with h5py.File(out, "r+") as f:
+        f.attrs["schema_version"] = S.SCHEMA_VERSION - 1
+    with pytest.raises(StoreError) as e:
+        Store(out)
+    assert "written by an older hpc-forget" in str(e.value)
+    assert "consolidate the store directory again" in str(e.value)
+    _one_line(str(e.value))
+
+
+def _tmp_of(directory: Path, final: str, host: str, pid: int, age_s: float = 0) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    p = directory / f".{final}.{host}.{pid}.abcd1234.tmp"
+    p.write_bytes(b"partial")
+    if age_s:
+        t = time.time() - age_s
+        os.utime(p, (t, t))
+    return p
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_next_writer_of_a_run_removes_only_its_dead_writers_temp_files(tmp_path):
+    st = Store(tmp_path)
+    _run(st)
+    _run(st, "r2")
+    steps1, steps2 = tmp_path / "steps" / "r1", tmp_path / "steps" / "r2"
+    dead, old = _dead_pid(), S.STALE_TMP_S + 60
+    gone = [
+        _tmp_of(steps1, "000001.h5", F.HOST, dead),  # killed on this host
+        _tmp_of(tmp_path / "runs", "r1.h5", F.HOST, dead),
+        _tmp_of(steps1, "000002.h5", "othernode", 4242, age_s=old),  # another host, old
+    ]
+    kept = [
+        _tmp_of(steps1, "000001.h5", F.HOST, os.getpid()),  # a live writer (this process)
+        _tmp_of(steps1, "000002.h5", "othernode", 4243),  # another host, young: maybe live
+        _tmp_of(steps2, "000001.h5", F.HOST, dead),  # another run's
+        _tmp_of(tmp_path / "runs", "r2.h5", F.HOST, dead),
+        _tmp_of(tmp_path / "runs", "r10.h5", F.HOST, dead),  # a run whose id starts the same
+    ]
+    Store(tmp_path).put_run(
+        "r1",
+        key={**KEY, "run": "r1"},
+        kind="sequential",
+        languages=LANGS,
+        steps=list(LANGS),
+        labels=["O", "B-date", "I-date"],
+        config={"train": {"lr": 2e-5}},
+    )
+    assert [p.exists() for p in gone] == [False] * len(gone)
+    assert [p.exists() for p in kept] == [True] * len(kept)
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_writer(tmp_path):
+    st = Store(tmp_path)
+    _run(st)
+    res = _run_py(
+        f"""
+        import os, signal
+        import hpc_forget.files as F
+        import hpc_forget.store as S
+        st = S.Store({str(tmp_path)!r})
+        F.write_all = lambda fd, data: (os.write(fd, data[:50]), os.kill(os.getpid(), 9))
+        st.put_step("r1", 1, scores={{"en": 0.5}}, dev_curve=[], meta={{}}, provenance={{}})
+        """
+    )
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert len(list((tmp_path / "steps" / "r1").glob(".*.tmp"))) == 1
+    _run(Store(tmp_path))  # the engine's next attempt at this run registers it again
+    assert list((tmp_path / "steps" / "r1").glob(".*.tmp")) == []
+
+
+def test_consolidate_out_paths_that_cannot_be_written(tmp_path, monkeypatch):
+    st = _damaged_store(tmp_path / "s")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    (tmp_path / "d" / "consolidated.h5").mkdir(parents=True)
+    notes = tmp_path / "notes.h5"
+    notes.write_text("my notes")
+    cases = {
+        afile / "x.h5": f"{afile} is a file, not a folder",
+        afile / "sub" / "x.h5": f"{afile} is a file, not a folder",
+        tmp_path / "d": "consolidated.h5: is a folder",
+        notes: "exists and is not an hpc-forget consolidated store; not overwritten",
+    }
+    for out, needle in cases.items():
+        with pytest.raises(StoreError) as e:
+            st.consolidate(out)
+        assert needle in str(e.value) and "--out" in str(e.value), str(e.value)
+        _one_line(str(e.value))
+    assert notes.read_text() == "my notes"
+
+    def refuse(path, runs, problems):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(S, "_write_consolidated", refuse)
+    with pytest.raises(StoreError) as e:
+        st.consolidate(tmp_path / "ro" / "c.h5")
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'ro' / 'c.h5'}: permission denied while writing")
+    assert "choose another --out path" in msg and "earlier results are intact" in msg
+    assert not list((tmp_path / "ro").glob(".*.tmp"))
+
+
+def test_consolidate_into_a_file_under_a_file_via_the_cli(tmp_path):
+    _damaged_store(tmp_path / "s")
+    (tmp_path / "afile").write_text("x")
+    res = subprocess.run(
+        [sys.executable, "-m", "hpc_forget.cli", "store", "consolidate", str(tmp_path / "s")]
+        + ["--out", str(tmp_path / "afile" / "x.h5")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert "is a file, not a folder" in res.stderr and "File exists" not in res.stderr

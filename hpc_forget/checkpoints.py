@@ -1,0 +1,187 @@
+"""Checkpoints of sequential chains: the trainable weights after each step.
+
+``<store>/checkpoints/<run_id>/step-<index:06d>.pt`` (the file name keeps the 0-based step
+index; messages say "step 3/4" for index 2). Written atomically through
+:func:`hpc_forget.files.atomic_write` (a full disk is one line, no temporary file is left);
+the newest two are kept, so a damaged newest checkpoint (truncated zip, bad pickle, wrong
+names or shapes) falls back to the one before it, or to recomputing from scratch: the engine
+recomputes the steps in between exactly as an uninterrupted chain would have.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hpc_forget import files
+from hpc_forget.errors import StoreError
+
+__all__ = [
+    "CheckpointDamaged",
+    "checkpoint_dir",
+    "checkpoint_path",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "resume_from_checkpoint",
+]
+
+log = logging.getLogger("hpc_forget")
+
+
+class CheckpointDamaged(Exception):
+    """A checkpoint file that cannot be used; the message says why, in a few words."""
+
+
+def checkpoint_dir(cfg: Any, run_id: str) -> Path:
+    """<store>/checkpoints/<run_id> (`cfg` is an ExperimentConfig: only ``cfg.store`` is read)."""
+    return Path(cfg.store) / "checkpoints" / run_id
+
+
+def checkpoint_path(cfg: Any, run_id: str, step: int) -> Path:
+    return checkpoint_dir(cfg, run_id) / f"step-{step:06d}.pt"
+
+
+def _step_of(path: Path) -> int | None:
+    try:
+        return int(path.stem.split("-")[1]) if path.stem.startswith("step-") else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(
+    model: torch.nn.Module, cfg: Any, run_id: str, step: int, *, n_steps: int | None = None
+) -> Path:
+    """Trainable weights after `step`, written atomically; checkpoints older than the previous
+    one are removed, and so are the temporary files of this run's dead writers. A failed write
+    (full disk, quota, read-only) is a one-line StoreError; no temporary file is left."""
+    path = checkpoint_path(cfg, run_id, step)
+    files.clean_stale_tmp(path.parent)
+    state = {n: p.detach().cpu() for n, p in _trainable(model).items()}
+    label = f"step {step + 1}/{n_steps}" if n_steps else f"step {step + 1}"
+    files.atomic_write(
+        path,
+        lambda tmp: _torch_save(state, tmp),
+        f"the checkpoint of {label} of {run_id}",
+        fix="move the store",
+        error=StoreError,
+    )
+    for old in path.parent.glob("step-*.pt"):
+        s = _step_of(old)
+        if s is not None and s < step - 1:
+            old.unlink(missing_ok=True)
+    return path
+
+
+class _Recorder(io.RawIOBase):
+    """A file torch.save writes through that keeps the OSError of a failed write: torch turns
+    it into an unrelated RuntimeError ("unexpected pos ...", "file write failed")."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw, self.error = raw, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        try:
+            return self.raw.write(b)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+
+def _torch_save(state: dict[str, torch.Tensor], tmp: Path) -> None:
+    """torch.save into `tmp`, a full disk raised as the OSError it is."""
+    with open(tmp, "wb") as raw:
+        rec = _Recorder(raw)
+        try:
+            torch.save(state, rec)
+        except Exception:
+            if rec.error is not None:
+                raise rec.error from None
+            raise
+        if rec.error is not None:
+            raise rec.error
+
+
+def read_checkpoint(model: torch.nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, checked against `model` (same trainable names and shapes);
+    CheckpointDamaged otherwise. Nothing is copied into the model."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, I/O error ...
+        text = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
+        raise CheckpointDamaged(f"unreadable ({type(exc).__name__}: {text})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointDamaged("not a dict of tensors")
+    params = _trainable(model)
+    if set(state) != set(params):
+        missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+        raise CheckpointDamaged(
+            f"its weights do not match the model ({len(missing)} missing, {len(extra)} unexpected"
+            f"{', e.g. ' + (missing or extra)[0] if missing or extra else ''})"
+        )
+    for name, value in state.items():
+        if tuple(value.shape) != tuple(params[name].shape):
+            raise CheckpointDamaged(
+                f"{name} has shape {tuple(value.shape)}, the model {tuple(params[name].shape)}"
+            )
+    return state
+
+
+def load_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    """Copy a checkpoint into `model`'s trainable weights; CheckpointDamaged (and the model
+    unchanged) if it cannot be used."""
+    state = read_checkpoint(model, path)
+    params = _trainable(model)
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def latest_checkpoint(cfg: Any, run_id: str, before: int) -> tuple[int, Path] | None:
+    """The newest checkpoint of a step < `before`, if any."""
+    found = _checkpoints(cfg, run_id, before)
+    return found[0] if found else None
+
+
+def _checkpoints(cfg: Any, run_id: str, before: int) -> list[tuple[int, Path]]:
+    """Checkpoints of steps < `before`, newest first."""
+    folder = checkpoint_dir(cfg, run_id)
+    if not folder.is_dir():
+        return []
+    out = [(s, p) for p in folder.glob("step-*.pt") if (s := _step_of(p)) is not None]
+    return sorted((x for x in out if x[0] < before), reverse=True)
+
+
+def resume_from_checkpoint(
+    model: torch.nn.Module, cfg: Any, run_id: str, before: int, *, n_steps: int, label: str = ""
+) -> int:
+    """Load the newest usable checkpoint of a step < `before` into `model` and return the
+    step to continue from (0 if none: recompute from scratch). A damaged checkpoint is logged
+    in one line and skipped, like a missing one."""
+    who = label or run_id
+    for step, path in _checkpoints(cfg, run_id, before):
+        try:
+            load_checkpoint(model, path)
+        except CheckpointDamaged as exc:
+            log.warning(
+                "%s: checkpoint of step %d/%d (%s) is damaged (%s); skipped",
+                who,
+                step + 1,
+                n_steps,
+                path,
+                exc,
+            )
+            continue
+        return step + 1
+    return 0

@@ -1,0 +1,235 @@
+"""Checkpoints: atomic writes, full disks, damaged files, temp files, and a resumed chain."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import hpc_forget.checkpoints as ck
+from hpc_forget import files
+from hpc_forget.errors import StoreError
+
+
+def _model(seed: int = 0, width: int = 4) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(torch.nn.Linear(width, 3), torch.nn.Linear(3, 2))
+    m[1].bias.requires_grad_(False)  # frozen weights are not saved
+    return m
+
+
+def _cfg(tmp_path: Path) -> SimpleNamespace:
+    return SimpleNamespace(store=str(tmp_path / "store"))
+
+
+def _weights(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in m.named_parameters()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_save_and_load_round_trip_keeps_two_and_no_temp_files(tmp_path):
+    cfg = _cfg(tmp_path)
+    for step in range(4):
+        ck.save_checkpoint(_model(step), cfg, "r1", step, n_steps=4)
+    folder = ck.checkpoint_dir(cfg, "r1")
+    assert sorted(p.name for p in folder.iterdir()) == ["step-000002.pt", "step-000003.pt"]
+    m = _model(9)
+    assert ck.latest_checkpoint(cfg, "r1", 4) == (3, folder / "step-000003.pt")
+    ck.load_checkpoint(m, folder / "step-000003.pt")
+    assert _same(_weights(m), _weights(_model(3)) | {"1.bias": _weights(_model(9))["1.bias"]})
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "garbage":
+        path.write_bytes(b"not a checkpoint\n" * 10)
+    elif how == "pickle":
+        path.write_bytes(pickle.dumps({"a": 1}, protocol=2))
+    elif how == "not-a-dict":
+        torch.save([torch.zeros(2)], path)
+    elif how == "wrong-keys":
+        torch.save({"other.weight": torch.zeros(3, 4)}, path)
+    elif how == "wrong-shapes":
+        ck.save_checkpoint(_model(0, width=5), SimpleNamespace(store=str(path.parent)), "x", 0)
+        path.write_bytes((path.parent / "checkpoints" / "x" / "step-000000.pt").read_bytes())
+
+
+@pytest.mark.parametrize(
+    "how", ["truncated", "empty", "garbage", "pickle", "not-a-dict", "wrong-keys", "wrong-shapes"]
+)
+def test_a_damaged_checkpoint_is_detected_and_the_previous_one_used(tmp_path, how, caplog):
+    cfg = _cfg(tmp_path)
+    ck.save_checkpoint(_model(1), cfg, "r1", 1, n_steps=4)
+    newest = ck.save_checkpoint(_model(2), cfg, "r1", 2, n_steps=4)
+    _damage(newest, how)
+    m = _model(7)
+    before = _weights(m)
+    with pytest.raises(ck.CheckpointDamaged):
+        ck.load_checkpoint(m, newest)
+    assert _same(_weights(m), before)  # nothing was copied from the damaged file
+    with caplog.at_level(logging.WARNING, logger="hpc_forget"):
+        start = ck.resume_from_checkpoint(m, cfg, "r1", 3, n_steps=4, label="task")
+    assert start == 2  # step index 1 loaded: continue with index 2
+    (line,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert line.startswith("task: checkpoint of step 3/4 (") and line.endswith("; skipped")
+    assert "\n" not in line
+    assert torch.equal(m[0].weight, _model(1)[0].weight)
+
+
+def test_every_checkpoint_damaged_means_recompute_from_scratch(tmp_path):
+    cfg = _cfg(tmp_path)
+    for step in (0, 1):
+        _damage(ck.save_checkpoint(_model(step), cfg, "r1", step), "truncated")
+    m = _model(7)
+    before = _weights(m)
+    assert ck.resume_from_checkpoint(m, cfg, "r1", 2, n_steps=3) == 0
+    assert _same(_weights(m), before)
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC after `room` bytes."""
+
+    def __init__(self, path, mode, room: int = 300):
+        self.f = open(path, mode)  # noqa: SIM115
+        self.room = room
+
+    def write(self, b):
+        if len(b) > self.room:
+            self.f.write(bytes(b)[: self.room])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(b)
+        return self.f.write(b)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_disk_full_writing_a_checkpoint_is_one_line_and_leaves_no_temp_file(
+    tmp_path, monkeypatch, where
+):
+    cfg = _cfg(tmp_path)
+    first = ck.save_checkpoint(_model(1), cfg, "r1", 0, n_steps=3)
+    good = first.read_bytes()
+    if where == "write":
+        monkeypatch.setattr(ck, "open", _FullDisk, raising=False)
+    else:
+
+        def fail(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(StoreError) as e:
+        ck.save_checkpoint(_model(2), cfg, "r1", 1, n_steps=3)
+    msg = str(e.value)
+    path = ck.checkpoint_path(cfg, "r1", 1)
+    assert msg.startswith(f"{path}: disk full while writing the checkpoint of step 2/3 of r1;")
+    assert "earlier results are intact" in msg and "\n" not in msg
+    monkeypatch.undo()
+    assert sorted(p.name for p in first.parent.iterdir()) == ["step-000000.pt"]
+    assert first.read_bytes() == good
+
+
+def test_temp_files_of_dead_writers_of_this_run_are_removed_not_others(tmp_path):
+    cfg = _cfg(tmp_path)
+    mine, other = ck.checkpoint_dir(cfg, "r1"), ck.checkpoint_dir(cfg, "r2")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    paths = {}
+    for folder, pid, tag in (
+        (mine, proc.pid, "dead"),
+        (mine, os.getpid(), "live"),
+        (other, proc.pid, "other"),
+    ):
+        folder.mkdir(parents=True, exist_ok=True)
+        paths[tag] = folder / f".step-000001.pt.{files.HOST}.{pid}.0a0b.tmp"
+        paths[tag].write_bytes(b"half")
+    ck.save_checkpoint(_model(1), cfg, "r1", 1)
+    assert not paths["dead"].exists() and paths["live"].exists() and paths["other"].exists()
+
+
+# ------------------------------------------------------------------ a resumed chain, end to end
+
+
+def _chain_cfg(store: Path, model_dir: Path):
+    from hpc_forget.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "name": "ck",
+            "store": str(store),
+            "data": {
+                "source": "samples",
+                "languages": ["en-US", "th-TH", "de-DE"],
+                "max_train": 24,
+                "max_eval": 12,
+                "missing_train": "split-dev",
+            },
+            "models": [str(model_dir)],
+            "methods": ["vanilla"],
+            "orders": [1],
+            "seeds": [0],
+            "train": {
+                "lr_full": 2e-3,
+                "max_epochs_full": 1,
+                "patience_full": 1,
+                "batch_size": 12,
+                "cpu_threads": 1,
+            },
+        }
+    )
+
+
+def test_resumed_chain_with_a_truncated_newest_checkpoint_gives_the_same_scores(
+    tmp_path, tiny_model_dir, caplog
+):
+    from hpc_forget.engine import Preempted, Workspace, run_task
+    from hpc_forget.planning import plan
+    from hpc_forget.store import Store
+
+    ref_cfg = _chain_cfg(tmp_path / "ref", tiny_model_dir)
+    (task,) = plan(ref_cfg)
+    ws = Workspace(ref_cfg)
+    run_task(task, ref_cfg, Store(ref_cfg.store), workspace=ws)
+    reference = Store(ref_cfg.store).matrix(task.run_id)
+
+    cfg = _chain_cfg(tmp_path / "resumed", tiny_model_dir)
+    store = Store(cfg.store)
+    ws = Workspace(cfg)
+    with pytest.raises(Preempted, match=r"stopped before step 3/3"):
+        run_task(task, cfg, store, should_stop=lambda: store.has_step(task.run_id, 1), workspace=ws)
+    newest = ck.checkpoint_path(cfg, task.run_id, 1)
+    newest.write_bytes(newest.read_bytes()[:1000])  # e.g. the node died while it was copied
+    with caplog.at_level(logging.INFO, logger="hpc_forget"):
+        ran = run_task(task, cfg, store, workspace=ws)
+    assert ran == 2  # step 2 recomputed from the checkpoint of step 1, then step 3
+    text = caplog.text
+    assert "checkpoint of step 2/3" in text and "is damaged" in text
+    assert "recomputing from step 2/3" in text
+    np.testing.assert_array_equal(store.matrix(task.run_id), reference)
+    ck.load_checkpoint(_fresh(ws, task), ck.checkpoint_path(cfg, task.run_id, 2))  # usable
+
+
+def _fresh(ws, task):
+    from hpc_forget.engine import _fresh_model
+
+    return _fresh_model(ws, task, 0)[0]
