@@ -2188,6 +2188,12 @@ def analysis_notes(metrics: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def print_notes(metrics: Mapping[str, Any]) -> None:
+    """Print :func:`analysis_notes` on stderr, one line each."""
+    for line in analysis_notes(metrics):
+        print(line, file=sys.stderr)
+
+
 def done_message(out_dir: str | Path, metrics: Mapping[str, Any]) -> str:
     """What `analyze` prints at the end: the output folder and the report to open."""
     out = Path(out_dir)
