@@ -39,7 +39,7 @@ from hpc_forget import languages as L
 from hpc_forget import metrics as M
 from hpc_forget.analysis_options import add_argparse, option_values
 from hpc_forget.errors import AnalysisError
-from hpc_forget.methods import DISPLAY_NAME
+from hpc_forget.methods import DISPLAY_NAME, METHOD_KIND
 
 SCHEMA_VERSION = 1
 METHOD_ORDER: tuple[str, ...] = ("multi", "mono", "vanilla", "shared_lora", "nonshared_lora")
@@ -319,7 +319,6 @@ PRESET_SHAPES: dict[str, dict[str, int]] = {
         "intfloat/multilingual-e5-base",
     )
 }
-N_MODELS = {"mono": "n", "nonshared_lora": "n"}  # one trained copy per language
 
 
 def paper_params(shape: Mapping[str, int], method: str, rank: int, n_languages: int) -> int:
@@ -337,7 +336,7 @@ def paper_params(shape: Mapping[str, int], method: str, rank: int, n_languages: 
         emb = (V + P + types) * H + 2 * H
         per_layer = 4 * (H * H + H) + 2 * H + (H * inter + inter) + (inter * H + H) + 2 * H
         one = emb + layers * per_layer + (H * H + H)
-    return one * (n_languages if method in N_MODELS else 1)
+    return one * (n_languages if METHOD_KIND.get(method) == "per-language" else 1)
 
 
 def default_params(key: Mapping[str, Any], n_languages: int) -> float | None:
