@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         data, metrics = reporting.metrics_from_store(args.store, **reporting.metric_options(args))
+        reporting.print_notes(metrics)
         figs = reporting.write_figures(
             data, metrics, args.out, fig7_png_limit=args.fig7_png, workers=args.workers
         )

@@ -2,6 +2,7 @@
 
     python analysis/metrics.py STORE --out DIR [--convention paper] [--vitality SPEC]
                                               [--bootstrap 1000] [--seed 0] [--p-set common]
+                                              [--hop-p-set seen]
 
 STORE is the store folder or its consolidated .h5 copy. See docs/analysis.md.
 """
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         _, metrics = reporting.metrics_from_store(args.store, **reporting.metric_options(args))
         path = reporting.write_metrics(metrics, args.out)
+        reporting.print_notes(metrics)
         missing = sum(len(v) for v in metrics["missing"].values())
         print(
             f"wrote {path}: {len(metrics['runs'])} runs, {len(metrics['groups'])} groups, "

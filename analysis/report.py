@@ -2,7 +2,7 @@
 
     python analysis/report.py STORE --out DIR [--convention paper] [--vitality SPEC]
                                              [--bootstrap 1000] [--seed 0] [--p-set common]
-                                             [--workers 2] [--fig7-png 12]
+                                             [--hop-p-set seen] [--workers 2] [--fig7-png 12]
 
 The same as `hpc-forget analyze STORE --out DIR`. report.html is self-contained (figures
 embedded), so it can be mailed or opened offline. See docs/analysis.md.
@@ -31,10 +31,8 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             **reporting.metric_options(args),
         )
-        print(
-            f"wrote {args.out}/report.html ({len(metrics['runs'])} runs, "
-            f"{time.perf_counter() - t:.1f} s)"
-        )
+        reporting.print_notes(metrics)
+        print(f"{reporting.done_message(args.out, metrics)} ({time.perf_counter() - t:.1f} s)")
 
     return reporting.run_script(run)
 

@@ -1,10 +1,12 @@
 """Write Table 1, Table 2 and the other tables of a store as CSV, Markdown and LaTeX.
 
     python analysis/tables.py STORE --out DIR [--convention paper] [--vitality SPEC]
-                                             [--bootstrap 1000] [--seed 0] [--no-params]
+                                             [--bootstrap 1000] [--seed 0] [--p-set common]
+                                             [--hop-p-set seen] [--no-params]
 
-Writes DIR/tables/*.csv|md|tex (and DIR/metrics.json). Table 1's parameter counts come from
-hpc_forget.models (imports torch); --no-params leaves that column empty. See docs/analysis.md.
+Writes DIR/tables/*.csv|md|tex (and DIR/metrics.json). Table 1's parameter counts: arithmetic
+on the known presets' shapes, else what the engine recorded (no torch, no network);
+--no-params leaves that column empty. See docs/analysis.md.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         data, metrics = reporting.metrics_from_store(args.store, **reporting.metric_options(args))
         reporting.attach_params(metrics, data, (lambda key, n: None) if args.no_params else None)
+        reporting.print_notes(metrics)
         reporting.write_metrics(metrics, args.out)
         tables = reporting.write_tables(metrics, args.out)
         print(f"wrote {len(tables)} tables (csv, md, tex) under {args.out}/tables")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from hpc_forget import __version__
+from hpc_forget import __version__, analysis_options
 from hpc_forget.errors import UserError, one_line
 
 # Commands import what they need inside their function: `--help`, `config`, `plan` and
@@ -210,54 +210,16 @@ def store_selftest(
 @cli.command("analyze")
 @click.argument("store")
 @click.option("--out", required=True, help="Output folder.")
-@click.option(
-    "--convention",
-    default="paper",
-    show_default=True,
-    type=click.Choice(["paper", "paper-literal", "gem", "avalanche", "mhamdi"]),
-    help="Backward/forward transfer convention of Table 2 (metrics.json holds all).",
-)
-@click.option(
-    "--vitality",
-    default=None,
-    help="Vitality groups by Joshi class, e.g. 'High=4-5,Mid=3,Low=0-2'.",
-)
-@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
-@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
-@click.option(
-    "--p-set",
-    default="common",
-    show_default=True,
-    type=click.Choice(["common", "seen"]),
-    help="Languages P_i averages over in eq. 9/13/14 (docs/metrics.md).",
-)
+@analysis_options.click_options
 @click.option("--workers", default=None, type=int, help="Processes drawing figures (default 2).")
-def analyze_cmd(
-    store: str,
-    out: str,
-    convention: str,
-    vitality: str | None,
-    bootstrap: int,
-    seed: int,
-    p_set: str,
-    workers: int | None,
-) -> None:
+def analyze_cmd(store: str, out: str, workers: int | None, **options: Any) -> None:
     """Reduce STORE into metrics.json, tables/, figures/ and report.html under --out."""
-    from hpc_forget.reporting import analyze
+    from hpc_forget.reporting import analysis_notes, analyze, done_message
 
-    result = analyze(
-        store,
-        out,
-        convention=convention,
-        vitality=vitality,
-        bootstrap=bootstrap,
-        seed=seed,
-        p_set=p_set,
-        workers=workers,
-    )
-    click.echo(
-        f"wrote {out}: metrics.json, tables/, figures/, report.html ({len(result.get('runs', []))} runs)"
-    )
+    result = analyze(store, out, workers=workers, **analysis_options.option_values(options))
+    for line in analysis_notes(result):
+        click.echo(line, err=True)
+    click.echo(done_message(out, result))
 
 
 # ---------------------------------------------------------------------------- cluster

@@ -13,14 +13,22 @@ other conventions and a worked 3 x 3 example.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from hpc_forget.analysis_options import (  # noqa: F401 (re-exported)
+    CONVENTIONS,
+    HOP_P_SET_DEFAULT,
+    P_SET_DEFAULT,
+    P_SETS,
+)
 from hpc_forget.errors import MetricsError
 
-CONVENTIONS: tuple[str, ...] = ("paper", "paper-literal", "gem", "avalanche", "mhamdi")
-P_SETS: tuple[str, ...] = ("common", "seen")
+MIN_CI_UNITS = 3
+"""Fewer top-level bootstrap units than this: no CI (a resample of 2 units spans [min, max])."""
 HOPS: tuple[int, ...] = tuple(range(10))
 
 
@@ -109,7 +117,8 @@ def window_change(R: np.ndarray, p_set: str = "common") -> np.ndarray:
     ``p_set="common"`` (default): both averages run over the same languages, those learned up
     to step b (columns 0..b), paired per language: W[a, b] = mean_j<=b (R[a, j] - R[b, j]).
     It is the change in the previously learned languages, as eq. 9's text describes.
-    ``p_set="seen"``: P_k is the Fig. 2 value A_k (columns 0..k each), so W = A_a - A_b.
+    ``p_set="seen"``: P_k is the Fig. 2 value A_k (columns 0..k each), so W = A_a - A_b:
+    eq. 13-14's "average performance on tasks seen up to step i".
     Entries with a <= b are NaN.
     """
     R = _check_square(R)
@@ -242,7 +251,7 @@ def transfer_all(
     return {c: {"backward": cbt(R, c), "forward": cft(R, c, baseline)} for c in CONVENTIONS}
 
 
-def mft(R: np.ndarray, h: int, p_set: str = "common") -> np.ndarray:
+def mft(R: np.ndarray, h: int, p_set: str = HOP_P_SET_DEFAULT) -> np.ndarray:
     """Eq. 13 per position: MFT_h[i] = P_{i+h} - P_{i-1} for the language trained at step i.
 
     NaN where i = 0 or i + h > T-1. Over a window of h+1 steps that *starts* with step i.
@@ -254,7 +263,7 @@ def mft(R: np.ndarray, h: int, p_set: str = "common") -> np.ndarray:
     return np.array([W[i + h, i - 1] if i >= 1 and i + h < T else np.nan for i in range(T)])
 
 
-def mbt(R: np.ndarray, h: int, p_set: str = "common") -> np.ndarray:
+def mbt(R: np.ndarray, h: int, p_set: str = HOP_P_SET_DEFAULT) -> np.ndarray:
     """Eq. 14 per position: MBT_h[i] = P_i - P_{i-h-1} for the language trained at step i.
 
     NaN where i - h - 1 < 0. Over a window of h+1 steps that *ends* with step i.
@@ -267,9 +276,12 @@ def mbt(R: np.ndarray, h: int, p_set: str = "common") -> np.ndarray:
 
 
 def hop_matrices(
-    R: np.ndarray, hops: Sequence[int] = HOPS, p_set: str = "common"
+    R: np.ndarray, hops: Sequence[int] = HOPS, p_set: str = HOP_P_SET_DEFAULT
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(MFT, MBT), each len(hops) x T (rows = hops, columns = training positions)."""
+    """(MFT, MBT), each len(hops) x T (rows = hops, columns = training positions).
+
+    ``p_set`` defaults to ``"seen"``: eq. 13-14 define P_i as the average performance on the
+    tasks seen up to step i (eq. 9's default is ``"common"``; docs/metrics.md)."""
     W = window_change(R, p_set)
     T = W.shape[0]
     f = np.full((len(hops), T), np.nan)
@@ -281,6 +293,17 @@ def hop_matrices(
             if i - h - 1 >= 0:
                 b[r, i] = W[i, i - h - 1]
     return f, b
+
+
+def hop_scalars(values: np.ndarray) -> np.ndarray:
+    """Eq. 13-14's scalar per hop for one order: 1/|L| sum over the languages with a value.
+
+    ``values`` is a hop_matrices output (hops x positions); returns one value per hop (NaN
+    where no language has a window of that length)."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2:
+        raise MetricsError(f"hop values must be hops x positions, got shape {v.shape}")
+    return np.asarray(nanmean(v, axis=1))
 
 
 def per_language(values: np.ndarray, order: Sequence[str]) -> dict[str, float]:
@@ -313,46 +336,97 @@ def average_per_language(
 
 
 def summarize(
-    values: Sequence[float], *, resamples: int = 1000, seed: int = 0, level: float = 0.95
+    values: Sequence[float | None],
+    clusters: Sequence[Any] | None = None,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> dict[str, float | int | None]:
-    """mean, std (ddof=1), a percentile bootstrap CI of the mean, n (non-NaN units).
+    """mean, std (ddof=1) over the units, a bootstrap CI of the mean, n and ci_units.
 
-    NaN units are dropped. With fewer than 2 units, std and the CI are None; with none, the
-    mean is None too. The bootstrap draws ``resamples`` resamples of the units with
-    replacement from ``numpy.random.default_rng(seed)``, so a call is deterministic.
+    ``values`` holds one value per run; ``clusters`` (optional, same length) the run's order:
+    runs of one order under different seeds are not independent, so the bootstrap resamples
+    orders, then seeds within each drawn order (:func:`bootstrap_ci`). None/NaN values are
+    dropped. With fewer than 2 values the std is None; the CI is None with fewer than
+    :data:`MIN_CI_UNITS` top-level units (``ci_units`` says how many there were). The draws
+    come from ``numpy.random.default_rng(seed)``, so a call is deterministic.
     """
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    v = v[~np.isnan(v)]
+    cl = list(clusters) if clusters is not None else list(range(len(values)))
+    if len(cl) != len(values):
+        raise MetricsError(f"{len(values)} values but {len(cl)} cluster labels")
+    pairs = [(float(x), c) for x, c in zip(values, cl, strict=True) if x is not None]
+    pairs = [(x, c) for x, c in pairs if not math.isnan(x)]
+    v = np.asarray([x for x, _ in pairs], dtype=float)
     n = int(v.size)
+    units = _units([c for _, c in pairs])
     out: dict[str, float | int | None] = {
         "mean": float(v.mean()) if n else None,
-        "std": None,
+        "std": float(v.std(ddof=1)) if n >= 2 else None,
         "ci_low": None,
         "ci_high": None,
         "n": n,
+        "ci_units": units,
     }
-    if n >= 2:
-        out["std"] = float(v.std(ddof=1))
-        lo, hi = bootstrap_ci(v, resamples=resamples, seed=seed, level=level)
+    if n and units >= MIN_CI_UNITS and resamples >= 1:
+        lo, hi = bootstrap_ci(v, [c for _, c in pairs], resamples=resamples, seed=seed, level=level)
         out["ci_low"], out["ci_high"] = lo, hi
     return out
 
 
+def _units(clusters: Sequence[Any]) -> int:
+    """Top-level bootstrap units: the clusters, or the runs when there is a single cluster."""
+    k = len(set(clusters))
+    return len(clusters) if k == 1 else k
+
+
 def bootstrap_ci(
     values: Sequence[float] | np.ndarray,
+    clusters: Sequence[Any] | None = None,
     *,
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (NaN dropped; NaN CI if < 2)."""
+    """Percentile bootstrap CI of the mean of ``values`` (NaN dropped).
+
+    Two stages when ``clusters`` has more than one label: each resample draws as many
+    clusters as there are, with replacement, then within each drawn cluster as many of its
+    values as it holds, with replacement; the resample's statistic is the mean of all values
+    drawn. One cluster (or ``clusters=None``): the values themselves are resampled. NaN CI
+    with fewer than 2 units.
+    """
     v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if v.size < 2 or resamples < 1:
+    cl = list(clusters) if clusters is not None else list(range(v.size))
+    if len(cl) != v.size:
+        raise MetricsError(f"{v.size} values but {len(cl)} cluster labels")
+    ok = ~np.isnan(v)
+    v = v[ok]
+    cl = [c for c, k in zip(cl, ok, strict=True) if k]
+    labels = list(dict.fromkeys(cl))
+    if len(labels) == 1:
+        labels, cl = list(range(v.size)), list(range(v.size))
+    if len(labels) < 2 or resamples < 1:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(resamples, v.size))
-    means = v[idx].mean(axis=1)
+    index = {c: i for i, c in enumerate(labels)}
+    C = len(labels)
+    sizes = np.zeros(C, dtype=int)
+    for c in cl:
+        sizes[index[c]] += 1
+    S = int(sizes.max())
+    V = np.zeros((C, S))
+    fill = np.zeros(C, dtype=int)
+    for x, c in zip(v, cl, strict=True):
+        k = index[c]
+        V[k, fill[k]] = x
+        fill[k] += 1
+    k = rng.integers(0, C, size=(resamples, C))  # drawn clusters
+    n = sizes[k]  # (B, C)
+    j = np.floor(rng.random((resamples, C, S)) * n[..., None]).astype(int)  # within each
+    take = np.arange(S)[None, None, :] < n[..., None]
+    drawn = V[k[..., None], j]
+    means = np.where(take, drawn, 0.0).sum(axis=(1, 2)) / take.sum(axis=(1, 2))
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     return float(lo), float(hi)

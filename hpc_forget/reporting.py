@@ -37,13 +37,18 @@ import numpy as np
 
 from hpc_forget import languages as L
 from hpc_forget import metrics as M
+from hpc_forget.analysis_options import add_argparse, option_values
 from hpc_forget.errors import AnalysisError
-from hpc_forget.methods import DISPLAY_NAME
+from hpc_forget.methods import DISPLAY_NAME, METHOD_KIND
 
 SCHEMA_VERSION = 1
 METHOD_ORDER: tuple[str, ...] = ("multi", "mono", "vanilla", "shared_lora", "nonshared_lora")
-GROUP_FIELDS: tuple[str, ...] = ("method", "model", "rank", "strategy", "data_scale")
+GROUP_FIELDS: tuple[str, ...] = ("method", "model", "rank", "strategy", "data_scale", "settings")
+"""What a group of averaged runs shares: the grid cell, and the settings digest of the run key
+(runs of different settings are never averaged together)."""
 FIG7_PNG_LIMIT = 8
+FIG7_ANNOTATE_MAX_T = 16
+"""Fig. 7 prints each cell's F1 (%) when the order has at most this many languages."""
 FIG_DPI = 100
 ParamsFn = Callable[[Mapping[str, Any], int], "float | None"]
 
@@ -65,6 +70,15 @@ class RunData:
     config: dict[str, Any] = field(default_factory=dict)
     provenance: dict[int, dict[str, Any]] = field(default_factory=dict)
     step_meta: dict[int, dict[str, Any]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    """What beyond the key the scores depend on (``RunRecord.settings``)."""
+
+    def expected_cells(self) -> list[tuple[int, str]]:
+        """The (step, language) cells this run's kind fills: the store's one rule
+        (:func:`hpc_forget.store.expected_cells`)."""
+        from hpc_forget.store import expected_cells
+
+        return expected_cells(self.kind, self.languages, self.steps)
 
 
 @dataclass
@@ -123,6 +137,7 @@ def load_store(path: str | Path) -> StoreData:
                 step_meta={
                     int(k): dict(v) for k, v in (getattr(rec, "step_meta", None) or {}).items()
                 },
+                settings=dict(getattr(rec, "settings", None) or {}),
             )
         )
     problems = [str(x) for x in store.problems()] + skipped
@@ -179,13 +194,15 @@ def _resolve_vitality(
 
 
 def group_key(key: Mapping[str, Any]) -> tuple:
-    """What identifies a group of runs averaged together (over orders and seeds)."""
+    """What identifies a group of runs averaged together (over orders and seeds): the fields
+    of :data:`GROUP_FIELDS`, the settings digest last."""
     return (
         str(key.get("method", "")),
         str(key.get("model", "")),
         int(key.get("rank", 0) or 0),
         str(key.get("strategy", "none") or "none"),
         float(key.get("data_scale", 1.0) if key.get("data_scale") is not None else 1.0),
+        str(key.get("settings", "") or ""),
     )
 
 
@@ -204,15 +221,56 @@ def method_label(method: str, rank: int, strategy: str = "none", data_scale: flo
     return s
 
 
-def _group_sort_key(gk: tuple, model_rank: Mapping[str, int]) -> tuple:
-    method, model, rank, strategy, scale = gk
+def _group_sort_key(gk: tuple, model_rank: Mapping[str, int], settings_label: str) -> tuple:
+    method, model, rank, strategy, scale, digest = gk
     m = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-    return (model_rank.get(model, 0), m, method, strategy != "none", strategy, -scale, rank)
+    cell = (model_rank.get(model, 0), m, method, strategy != "none", strategy, -scale, rank)
+    return (*cell, settings_label, digest)
+
+
+def settings_groups(runs: Sequence[RunData]) -> dict[tuple, dict[str, Any]]:
+    """For every group key: its settings dict and a label naming only the settings keys in
+    which it differs from the other groups of the same grid cell ("" when the store holds
+    one settings for that cell; :func:`hpc_forget.identity.settings_labels`)."""
+    from hpc_forget.identity import settings_labels
+
+    settings: dict[tuple, dict[str, Any]] = {}
+    for r in runs:
+        settings.setdefault(group_key(r.key), dict(r.settings))
+    cells: dict[tuple, list[tuple]] = {}
+    for gk in settings:
+        cells.setdefault(gk[:-1], []).append(gk)
+    out: dict[tuple, dict[str, Any]] = {}
+    for gks in cells.values():
+        labels = settings_labels([settings[g] for g in gks]) if len(gks) > 1 else [""]
+        for g, lab in zip(gks, labels, strict=True):
+            out[g] = {"settings": settings[g], "label": lab, "of_cell": len(gks)}
+    return out
+
+
+def settings_note(runs: Sequence[RunData]) -> str | None:
+    """One line when some grid cell of the store holds runs of more than one settings."""
+    from hpc_forget.identity import differing_keys
+
+    by_cell: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        gk = group_key(r.key)
+        by_cell.setdefault(gk[:-1], {}).setdefault(gk[-1], dict(r.settings))
+    split = [c for c in by_cell.values() if len(c) > 1]
+    if not split:
+        return None
+    keys = sorted({k for c in split for k in differing_keys(list(c.values()))})
+    n = max(len(c) for c in split)
+    return (
+        f"note: the store holds runs of {n} settings, differing in "
+        f"{', '.join(keys) or 'their settings digest'}; each is analysed as its own group"
+    )
 
 
 def language_scores(run: RunData) -> dict[str, float]:
-    """Final test F1 per language: the last row (sequential), row 0 (joint), or each step's
-    own language (per-language). NaN where the cell is absent."""
+    """Final test F1 per evaluated language: the last row (sequential), else the run's
+    expected cells (joint: step 0; per-language: the cells of
+    :meth:`RunData.expected_cells`, the store's rule). NaN where the cell is absent."""
     m = run.matrix
     col = {lang: j for j, lang in enumerate(run.languages)}
     out = {lang: float("nan") for lang in run.languages}
@@ -221,9 +279,7 @@ def language_scores(run: RunData) -> dict[str, float]:
     if run.kind == "sequential":
         row = m[-1]
         return {lang: float(row[j]) for lang, j in col.items()}
-    if run.kind == "joint":
-        return {lang: float(m[0, j]) for lang, j in col.items()}
-    for i, lang in enumerate(run.steps):
+    for i, lang in run.expected_cells():
         if lang in col and i < m.shape[0]:
             out[lang] = float(m[i, col[lang]])
     return out
@@ -242,61 +298,69 @@ def _trainable_from_meta(run: RunData) -> float | None:
     return total / 1e6
 
 
-def _row_field(row: Any, name: str) -> Any:
-    return row.get(name) if isinstance(row, Mapping) else getattr(row, name, None)
+# The published shapes of the known presets (config.json of FacebookAI/xlm-roberta-base;
+# intfloat/multilingual-e5-base has the same), so that Table 1's Params column needs neither
+# torch nor the network. tests/test_reporting.py checks them against
+# hpc_forget.models.XLMR_BASE_CONFIG and models.params_table.
+_XLMR_BASE_SHAPE: dict[str, int] = {
+    "vocab_size": 250002,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+}
+PRESET_SHAPES: dict[str, dict[str, int]] = {
+    name: _XLMR_BASE_SHAPE
+    for name in (
+        "xlm-roberta-base",
+        "FacebookAI/xlm-roberta-base",
+        "multilingual-e5-base",
+        "intfloat/multilingual-e5-base",
+    )
+}
 
 
-def _pick_params(rows: Any, key: Mapping[str, Any]) -> float | None:
-    """This method/rank's count (millions, the paper's convention) in params_table's rows."""
-    method, rank = key.get("method"), int(key.get("rank", 0) or 0)
-    for row in rows or ():
-        if _row_field(row, "method") == method and int(_row_field(row, "rank") or 0) == rank:
-            v = _row_field(row, "paper")
-            return float(v) / 1e6 if isinstance(v, (int, float)) else None
-    return None
-
-
-_PARAMS_CACHE: dict[tuple[str, int], tuple[frozenset[int], tuple[Any, ...] | None]] = {}
-
-
-def _models_params_rows(model: str, n_languages: int, rank: int) -> tuple[Any, ...] | None:
-    """params_table rows of ``model``, computed once per model for the paper's ranks (and any
-    other rank asked for): the first call imports torch and transformers (seconds)."""
-    ranks, rows = _PARAMS_CACHE.get((model, n_languages), (frozenset(), None))
-    if not ranks or (rank and rank not in ranks):
-        ranks = ranks | {32, 64, 256} | ({rank} if rank else set())
-        try:
-            from hpc_forget.models import params_table
-
-            rows = tuple(params_table(model, n_languages, sorted(ranks)))
-        except Exception:
-            rows = None
-        _PARAMS_CACHE[(model, n_languages)] = (frozenset(ranks), rows)
-    return rows
+def paper_params(shape: Mapping[str, int], method: str, rank: int, n_languages: int) -> int:
+    """Trainable parameters in the paper's convention, by arithmetic on a BERT-style shape:
+    the encoder with its pooler (full fine-tuning), or LoRA (``r * (in + out)``) on every linear
+    layer including the pooler; the classifier is not counted; MONO and NON-SHARED LoRA train
+    one copy per language. Equals ``hpc_forget.models.params_table(...)[...].paper``."""
+    V, H = shape["vocab_size"], shape["hidden_size"]
+    layers, inter = shape["num_hidden_layers"], shape["intermediate_size"]
+    P, types = shape["max_position_embeddings"], shape["type_vocab_size"]
+    if rank:
+        per_layer = 4 * rank * (H + H) + rank * (H + inter) + rank * (inter + H)
+        one = layers * per_layer + rank * (H + H)
+    else:
+        emb = (V + P + types) * H + 2 * H
+        per_layer = 4 * (H * H + H) + 2 * H + (H * inter + inter) + (inter * H + H) + 2 * H
+        one = emb + layers * per_layer + (H * H + H)
+    return one * (n_languages if METHOD_KIND.get(method) == "per-language" else 1)
 
 
 def default_params(key: Mapping[str, Any], n_languages: int) -> float | None:
-    """Trainable parameters in millions, the paper's counting convention, from
-    ``hpc_forget.models.params_table`` (built from the model config on the meta device).
-
-    None (Table 1 shows "-") when models or the model config is unavailable. Pass
-    ``params=`` to :func:`analyze` to supply your own callable ``(key, n_languages) -> M``.
-    """
-    rows = _models_params_rows(
-        str(key.get("model", "")), int(n_languages), int(key.get("rank", 0) or 0)
-    )
-    return _pick_params(rows, key)
+    """Trainable parameters in millions, the paper's convention, for a model of
+    :data:`PRESET_SHAPES` (:func:`paper_params`); None for any other model. Never imports
+    torch and never touches the network. Pass ``params=`` to :func:`analyze` to supply your
+    own callable ``(key, n_languages) -> M``."""
+    shape = PRESET_SHAPES.get(str(key.get("model", "")))
+    if shape is None:
+        return None
+    method = str(key.get("method", ""))
+    return paper_params(shape, method, int(key.get("rank", 0) or 0), int(n_languages)) / 1e6
 
 
 def attach_params(
     metrics: dict[str, Any], data: StoreData, params: ParamsFn | None = None
 ) -> dict[str, Any]:
-    """Fill each group's ``params_m`` (Table 1's Params column) in place and return metrics.
+    """Fill each group's ``params_m`` (Table 1's Params column) and ``params_source`` in
+    place and return metrics.
 
-    Source: ``params`` (default :func:`default_params`); if it gives None, the largest
-    ``trainable_params`` the engine recorded in the step meta (summed over languages for
-    per-language methods); else None. Kept out of :func:`compute_metrics` because building
-    the models' shapes imports torch (seconds), which the metrics alone do not need.
+    Source: ``params`` (default :func:`default_params`: arithmetic on the known presets'
+    shapes, the paper's convention); if it gives None, the largest ``trainable_params`` the
+    engine recorded in the step meta (summed over languages for per-language methods); else
+    None ("-" in Table 1). Nothing here imports torch or touches the network.
     """
     fn = params if params is not None else default_params
     by_id = {r.run_id: r for r in data.runs}
@@ -312,7 +376,12 @@ def attach_params(
                 if p is not None
             ]
             pm = max(metas) if metas else None
-        g["params_m"] = None if pm is None or not math.isfinite(pm) else float(pm)
+            source = "store" if pm is not None else None
+        else:
+            source = "preset" if params is None else "caller"
+        ok = pm is not None and math.isfinite(pm)
+        g["params_m"] = float(pm) if ok else None
+        g["params_source"] = source if ok else None
     return metrics
 
 
@@ -331,20 +400,13 @@ class _RunResult:
     mbt: np.ndarray | None = None
 
 
-def _expected_cells(run: RunData) -> int:
-    if run.kind == "sequential":
-        return len(run.steps) * len(run.languages)
-    if run.kind == "joint":
-        return len(run.languages)
-    return len(run.steps)
-
-
 def _run_metrics(
     run: RunData,
     *,
     convention: str,
     vit: Mapping[str, tuple[int, ...]],
     p_set: str,
+    hop_p_set: str,
     hops: Sequence[int],
     problems: list[str],
 ) -> _RunResult:
@@ -363,7 +425,7 @@ def _run_metrics(
         "kind": run.kind,
         "languages": list(run.languages),
         "steps": list(run.steps),
-        "cells_expected": _expected_cells(run),
+        "cells_expected": len(run.expected_cells()),
         "cells_present": present,
         "missing": [[s, lang] for s, lang in run.missing],
         "complete": not run.missing,
@@ -384,10 +446,16 @@ def _run_metrics(
         return res
     curve = M.avg_f1_learned(R)
     shift = M.performance_shift(R, p_set) if len(R) > 1 else np.array([])
-    f, b = M.hop_matrices(R, hops, p_set)
+    f, b = M.hop_matrices(R, hops, hop_p_set)
     mt = record["metrics"]
+    # Table 1's F1 of a sequential run: the order-aligned final F1 (the languages trained;
+    # a language evaluated but never trained stays in per_language only)
+    trained = {lang: scores[lang] for lang in run.steps if lang in scores}
+    by_vit = L.group_locales(trained, "vitality", vit)
     mt.update(
         {
+            "f1": M.final_f1(R),
+            "f1_by_vitality": {g: _mean(trained[x] for x in by_vit.get(g, [])) for g in vit},
             "avg_f1_curve": curve,
             "cbt": M.cbt(R, convention),
             "cft": M.cft(R, convention),
@@ -395,6 +463,8 @@ def _run_metrics(
             "shift_curve": shift,
             "transfer": M.transfer_all(R),
             "fwt_k": {k: M.fwt_k(R, k) for k in range(1, min(6, len(R)))},
+            "mft_h": M.hop_scalars(f),
+            "mbt_h": M.hop_scalars(b),
         }
     )
     res.order, res.R, res.curve = list(run.steps), R, curve
@@ -442,33 +512,48 @@ def compute_metrics(
     vitality: Mapping[str, Iterable[int]] | str | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
-    p_set: str = "common",
+    p_set: str = M.P_SET_DEFAULT,
+    hop_p_set: str = M.HOP_P_SET_DEFAULT,
     hops: Sequence[int] = M.HOPS,
 ) -> dict[str, Any]:
     """Every metric of the store as a JSON-ready dict (the content of metrics.json).
 
     Pure. NaN is written as null. Table 1's params are added by :func:`attach_params`.
+    ``p_set`` is eq. 9's (P_avg, Fig. 3) reading of P, ``hop_p_set`` eq. 13-14's (MFT, MBT).
     """
     if convention not in M.CONVENTIONS:
         raise AnalysisError(f"--convention {convention!r}: use one of {', '.join(M.CONVENTIONS)}")
     if p_set not in M.P_SETS:
         raise AnalysisError(f"--p-set {p_set!r}: use one of {', '.join(M.P_SETS)}")
+    if hop_p_set not in M.P_SETS:
+        raise AnalysisError(f"--hop-p-set {hop_p_set!r}: use one of {', '.join(M.P_SETS)}")
     if bootstrap < 0:
         raise AnalysisError(f"--bootstrap {bootstrap}: use 0 (no CI) or a positive count")
     vit = _resolve_vitality(vitality)
     problems = list(data.problems)
 
     results = [
-        _run_metrics(r, convention=convention, vit=vit, p_set=p_set, hops=hops, problems=problems)
+        _run_metrics(
+            r,
+            convention=convention,
+            vit=vit,
+            p_set=p_set,
+            hop_p_set=hop_p_set,
+            hops=hops,
+            problems=problems,
+        )
         for r in data.runs
     ]
 
-    # ---- group runs: (method, model, rank, strategy, data_scale); units = (order, seed)
+    # ---- group runs: GROUP_FIELDS (grid cell + settings); units = orders, then seeds
     model_rank = _model_order(data.runs)
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(data.runs):
         groups.setdefault(group_key(r.key), []).append(i)
-    ordered = sorted(groups, key=lambda gk: _group_sort_key(gk, model_rank))
+    by_settings = settings_groups(data.runs)
+    ordered = sorted(
+        groups, key=lambda gk: _group_sort_key(gk, model_rank, by_settings[gk]["label"])
+    )
 
     # the sequential orders of each model, used to draw Fig. 2 curves of non-sequential runs
     orders_by_model: dict[str, list[list[str]]] = {}
@@ -478,8 +563,11 @@ def compute_metrics(
             if res.order not in lst:
                 lst.append(res.order)
 
-    def summ(values: Iterable[float]) -> dict[str, Any]:
-        return M.summarize(list(values), resamples=bootstrap, seed=seed)
+    def summ(values: Iterable[float], of: Sequence[_RunResult]) -> dict[str, Any]:
+        """Summary over the runs ``of`` (one value each); the bootstrap resamples their
+        orders, then their seeds within an order."""
+        orders = [str(x.record["key"].get("order", "")) for x in of]
+        return M.summarize(list(values), orders, resamples=bootstrap, seed=seed)
 
     group_records: list[dict[str, Any]] = []
     used_ids: set[str] = set()
@@ -487,9 +575,12 @@ def compute_metrics(
         idx = groups[gk]
         runs = [data.runs[i] for i in idx]
         res = [results[i] for i in idx]
-        method, model, rank, strategy, scale = gk
+        method, model, rank, strategy, scale, digest = gk
+        sg = by_settings[gk]
         kinds = sorted({r.kind for r in runs})
         gid = _slug(f"{method}_{model.rstrip('/').split('/')[-1]}_r{rank}_{strategy}_d{scale:g}")
+        if sg["of_cell"] > 1:
+            gid += f"_s{digest or 'none'}"
         while gid in used_ids:
             gid += "x"
         used_ids.add(gid)
@@ -497,9 +588,9 @@ def compute_metrics(
             x.record["group"] = gid
         n_lang = max(len(r.languages) for r in runs)
         mts = [x.record["metrics"] for x in res]
-        headline: dict[str, Any] = {"f1": summ(m["f1"] for m in mts)}
+        headline: dict[str, Any] = {"f1": summ((m["f1"] for m in mts), res)}
         for g in vit:
-            headline[f"f1_{g}"] = summ(m["f1_by_vitality"][g] for m in mts)
+            headline[f"f1_{g}"] = summ((m["f1_by_vitality"][g] for m in mts), res)
         seq = [x for x in res if x.R is not None]
         langs_all: list[str] = []
         for r in runs:
@@ -513,10 +604,13 @@ def compute_metrics(
             }
             for lang in langs_all
         }
+        label = method_label(method, rank, strategy, scale)
         rec: dict[str, Any] = {
             "id": gid,
-            "label": method_label(method, rank, strategy, scale),
+            "label": f"{label} {{{sg['label']}}}" if sg["label"] else label,
             "key": dict(zip(GROUP_FIELDS, gk, strict=True)),
+            "settings": sg["settings"],
+            "settings_label": sg["label"],
             "kind": kinds[0] if len(kinds) == 1 else "/".join(kinds),
             "runs": [r.run_id for r in runs],
             "orders": sorted({str(r.key.get("order", "")) for r in runs}),
@@ -527,24 +621,30 @@ def compute_metrics(
             "per_language": per_lang,
         }
         if seq:
-            headline["cbt"] = summ(x.record["metrics"]["cbt"] for x in seq)
-            headline["cft"] = summ(x.record["metrics"]["cft"] for x in seq)
-            headline["p_avg"] = summ(x.record["metrics"]["p_avg"] for x in seq)
+            headline["cbt"] = summ((x.record["metrics"]["cbt"] for x in seq), seq)
+            headline["cft"] = summ((x.record["metrics"]["cft"] for x in seq), seq)
+            headline["p_avg"] = summ((x.record["metrics"]["p_avg"] for x in seq), seq)
             rec["transfer"] = {
                 c: {
-                    d: summ(x.record["metrics"]["transfer"][c][d] for x in seq)
+                    d: summ((x.record["metrics"]["transfer"][c][d] for x in seq), seq)
                     for d in ("backward", "forward")
                 }
                 for c in M.CONVENTIONS
             }
+            Ts = {len(x.R) for x in seq}
             rec["curves"] = {
                 "avg_f1": _curve_summary([x.curve for x in seq]),
-                "p_avg": np.asarray(
-                    M.nanmean(
-                        _stack_curves([x.record["metrics"]["shift_curve"] for x in seq]), axis=0
+                "p_avg": (
+                    M.p_avg([x.R for x in seq], p_set)
+                    if len(Ts) == 1
+                    else np.asarray(
+                        M.nanmean(
+                            _stack_curves([x.record["metrics"]["shift_curve"] for x in seq]),
+                            axis=0,
+                        )
                     )
                 )
-                if len(seq[0].R) > 1
+                if max(Ts) > 1
                 else [],
             }
             change, change_n = M.average_per_language([(x.change, x.order) for x in seq])
@@ -556,6 +656,14 @@ def compute_metrics(
             }
             rec["mft"] = {lang: {"by_hop": fmean[lang], "n": fcount[lang]} for lang in fmean}
             rec["mbt"] = {lang: {"by_hop": bmean[lang], "n": bcount[lang]} for lang in bmean}
+            # eq. 13-14's scalars: per run 1/|L| sum over its languages, then over the runs
+            rec["hop_scalars"] = {
+                which: [
+                    summ((x.record["metrics"][f"{which}_h"][r] for x in seq), seq)
+                    for r in range(len(hops))
+                ]
+                for which in ("mft", "mbt")
+            }
         else:
             # Fig. 2 for a non-sequential method: mean F1 over the first k languages of each
             # sequential order of the same model (else the run's language list), averaged.
@@ -580,18 +688,22 @@ def compute_metrics(
         "settings": {
             "convention": convention,
             "p_set": p_set,
+            "hop_p_set": hop_p_set,
             "hops": list(hops),
             "vitality": {g: list(c) for g, c in vit.items()},
             "bootstrap": {
                 "resamples": bootstrap,
                 "seed": seed,
                 "level": 0.95,
-                "unit": "run: one (order, seed) of a group",
-                "method": "percentile bootstrap of the mean over units",
+                "unit": "order; the seeds of a drawn order are resampled within it "
+                "(a group with one order: its runs)",
+                "method": "two-stage percentile bootstrap of the mean over runs",
+                "min_units": M.MIN_CI_UNITS,
             },
             "forward_baseline": "0 (the store holds no zero-shot scores of the untrained model)",
             "group_by": list(GROUP_FIELDS),
         },
+        "settings_note": settings_note(data.runs),
         "runs": [x.record for x in results],
         "groups": group_records,
         "missing": missing,
@@ -667,6 +779,16 @@ def _fmt_summary(
     return out
 
 
+def _fmt_ci(s: Mapping[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
+    """``[low, high]``; ``- (k units)`` when too few orders/runs for an interval."""
+    if not s or s.get("mean") is None:
+        return "-"
+    if s.get("ci_low") is None:
+        k = s.get("ci_units")
+        return "-" if k is None or k >= M.MIN_CI_UNITS else f"- ({k} unit{'s' * (k != 1)})"
+    return f"[{_fmt(s['ci_low'], scale, digits)}, {_fmt(s['ci_high'], scale, digits)}]"
+
+
 def _csv_summary(name: str, s: Mapping[str, Any] | None, scale: float = 1.0) -> dict[str, Any]:
     s = s or {}
 
@@ -708,7 +830,10 @@ def _paper_rows(
         if k["rank"] and section != prev_section and not has_plain:
             rows.append((base, None))
         prev_section = section
-        rows.append((f"r = {k['rank']}" if k["rank"] else base, g))
+        label = f"r = {k['rank']}" if k["rank"] else base
+        if g.get("settings_label"):
+            label += f" {{{g['settings_label']}}}"
+        rows.append((label, g))
     return rows
 
 
@@ -761,8 +886,10 @@ def table1(metrics: Mapping[str, Any]) -> Table:
         csv_rows,
         sections,
         note=(
-            f"Vitality groups: {vit_desc}. Sequential methods: F1 after the last step over all "
-            "languages; MULTI: the joint model; MONO / NON-SHARED LoRA: each language's own model."
+            f"Vitality groups: {vit_desc}. Sequential methods: F1 after the last step over the "
+            "languages of the order (the order-aligned final F1); MULTI: the joint model; "
+            "MONO / NON-SHARED LoRA: each language's own model. Params: the paper's convention "
+            "(known presets), else the trainable parameters the engine recorded."
         ),
     )
 
@@ -845,6 +972,39 @@ def conventions_table(metrics: Mapping[str, Any]) -> Table:
         csv_rows,
         note="paper = eq. 10-12; gem = GEM reference code (divides by T); avalanche = -forgetting "
         "and one-hop FWT; mhamdi = averaged over every step. Forward baselines are 0.",
+    )
+
+
+def hop_table(metrics: Mapping[str, Any]) -> Table:
+    """Eq. 13-14's scalar MFT_h and MBT_h per sequential group and hop (F1 points)."""
+    cols = ["Group", "h", "MFT_h (pts)", "MFT_h 95% CI", "MBT_h (pts)", "MBT_h 95% CI", "runs"]
+    rows, csv_rows = [], []
+    for g in metrics["groups"]:
+        if "hop_scalars" not in g:
+            continue
+        for r, h in enumerate(g["hops"]):
+            f, b = g["hop_scalars"]["mft"][r], g["hop_scalars"]["mbt"][r]
+            rows.append(
+                [g["id"], str(h), _fmt_summary(f, 100), _fmt_ci(f, 100, 2)]
+                + [_fmt_summary(b, 100), _fmt_ci(b, 100, 2), str(len(g["runs"]))]
+            )
+            d: dict[str, Any] = {"group": g["id"], "method": g["label"], "hop": h}
+            d.update(_csv_summary("mft_pts", f, 100))
+            d.update(_csv_summary("mbt_pts", b, 100))
+            csv_rows.append(list(d.values()))
+    csv_cols = ["group", "method", "hop"] + [
+        f"{w}_pts{x}" for w in ("mft", "mbt") for x in ("", "_std", "_ci_low", "_ci_high", "_n")
+    ]
+    p = metrics["settings"].get("hop_p_set", M.HOP_P_SET_DEFAULT)
+    return Table(
+        "hop_transfer",
+        f"MFT_h and MBT_h (eq. 13-14, P over the {p} languages): F1 points, mean ± std over runs",
+        cols,
+        rows,
+        csv_cols,
+        csv_rows,
+        note="Per run, 1/|L| times the sum over the languages with a window of h+1 steps; "
+        "then mean, std and bootstrap CI over the runs (orders, then seeds).",
     )
 
 
@@ -970,11 +1130,7 @@ def headline_table(metrics: Mapping[str, Any]) -> Table:
             scale = _HEADLINE_SCALE.get(name, 100.0)
             unit = "" if scale == 1.0 else (" (pts)" if name == "p_avg" else " (%)")
             digits = 3 if scale == 1.0 else 2
-            ci = (
-                "-"
-                if s.get("ci_low") is None
-                else f"[{_fmt(s['ci_low'], scale, digits)}, {_fmt(s['ci_high'], scale, digits)}]"
-            )
+            ci = _fmt_ci(s, scale, digits)
             rows.append(
                 [
                     g["id"],
@@ -1013,9 +1169,10 @@ def headline_table(metrics: Mapping[str, Any]) -> Table:
         ],
         csv_rows,
         note=(
-            f"Percentile bootstrap of the mean, {b['resamples']} resamples of the runs, seed "
-            f"{b['seed']}; no std/CI with fewer than 2 runs. F1 in %, p_avg in F1 points, "
-            "CBT/CFT as fractions."
+            f"Two-stage percentile bootstrap of the mean, {b['resamples']} resamples (orders, "
+            f"then seeds within each order), seed {b['seed']}; no std with fewer than 2 runs, "
+            f"no CI with fewer than {M.MIN_CI_UNITS} orders (or runs, for a group of one "
+            "order). F1 in %, p_avg in F1 points, CBT/CFT as fractions."
         ),
     )
 
@@ -1054,6 +1211,7 @@ def build_tables(metrics: Mapping[str, Any]) -> list[Table]:
         groupings_table(metrics),
         per_language_table(metrics),
         per_language_transfer_table(metrics),
+        hop_table(metrics),
         missing_table(metrics),
     ]
 
@@ -1262,6 +1420,7 @@ class _Heatmap:
         self.ax.xaxis.set_label_coords(0.5, -(margins["bottom"] - 0.28) / ax_h)
         self.ax.yaxis.set_label_coords(-(margins["left"] - 0.3) / ax_w, 0.5)
         self.fs = 6 if max(shape) > 20 else 8
+        self.texts: list[Any] = []
 
     def draw(
         self,
@@ -1271,12 +1430,39 @@ class _Heatmap:
         title: str,
         vmin: float,
         vmax: float,
+        annotate: str | None = None,
     ):
+        """Draw one panel; ``annotate`` (a format such as ``"{:.0f}"``) prints each cell's
+        value, in black or white for contrast with the cell's colour."""
         self.im.set_data(np.ma.masked_invalid(values))
         self.im.set_clim(vmin, vmax)
+        for t in self.texts:
+            t.remove()
+        self.texts = []
+        if annotate:
+            span = (vmax - vmin) or 1.0
+            fs = 7 if max(self.shape) <= 10 else 5.5
+            for (i, j), v in np.ndenumerate(np.asarray(values, dtype=float)):
+                if math.isnan(v):
+                    continue
+                dark = abs((v - vmin) / span - 0.5) > 0.3  # the ends of coolwarm are dark
+                self.texts.append(
+                    self.ax.text(
+                        j,
+                        i,
+                        annotate.format(v),
+                        ha="center",
+                        va="center",
+                        fontsize=fs,
+                        color="white" if dark else "black",
+                    )
+                )
         self.ax.set_xticklabels([_ascii(x) for x in xlabels], rotation=90, fontsize=self.fs)
         self.ax.set_yticklabels([_ascii(x) for x in ylabels], fontsize=self.fs)
-        self.ax.set_title(_ascii(title), fontsize=9)
+        import textwrap
+
+        width = max(30, int(self.fig.get_size_inches()[0] * 13))  # ~13 chars an inch at 9 pt
+        self.ax.set_title(textwrap.fill(_ascii(title), width, break_on_hyphens=False), fontsize=9)
         return self.fig
 
 
@@ -1288,6 +1474,7 @@ def fig2(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
     fig = _new_figure(6.5 * len(models), 4.2)
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     import matplotlib as mpl
+    from matplotlib.ticker import MaxNLocator
 
     for ax, model in zip(axes, models, strict=True):
         ax.set_prop_cycle(color=mpl.colormaps["tab20"].colors)
@@ -1301,6 +1488,7 @@ def fig2(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
                 ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.15, lw=0)
         ax.set_title(_ascii(model))
         ax.set_xlabel("number of learned languages")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a count: whole numbers
         ax.set_ylabel("average F1 over learned languages (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -1523,10 +1711,16 @@ def fig7(
                 xlabel="evaluated language (training order)",
                 ylabel="after training step",
                 cbar="test F1 (%)",
-                margins={"left": 0.9, "bottom": 0.75, "right": 0.75, "top": 0.35},
+                margins={"left": 0.9, "bottom": 0.75, "right": 0.75, "top": 0.5},
             )
         return maps[T].draw(
-            R * 100, run.steps, [f"{i + 1} {s}" for i, s in enumerate(run.steps)], label, 0, 100
+            R * 100,
+            run.steps,
+            [f"{i + 1} {s}" for i, s in enumerate(run.steps)],
+            label,
+            0,
+            100,
+            annotate="{:.0f}" if T <= FIG7_ANNOTATE_MAX_T else None,
         )
 
     if png:
@@ -1733,10 +1927,13 @@ def write_report(
         f"<p>Store <code>{e(metrics['store'])}</code>, analysed {e(metrics['created'])}: "
         f"{len(metrics['runs'])} runs in {len(metrics['groups'])} groups. "
         f"Transfer convention <b>{e(s['convention'])}</b>; P averaged over the <b>{e(s['p_set'])}</b> "
-        f"language set; vitality groups {e(json.dumps(s['vitality']))}; "
-        f"{s['bootstrap']['resamples']} bootstrap resamples (seed {s['bootstrap']['seed']}) over runs "
-        "(orders x seeds) of each group. Missing cells are never read as 0.</p>",
+        f"language set in eq. 9 / Fig. 3 and over the <b>{e(s['hop_p_set'])}</b> set in eq. 13-14 "
+        f"(MFT, MBT); vitality groups {e(json.dumps(s['vitality']))}; "
+        f"{s['bootstrap']['resamples']} bootstrap resamples (seed {s['bootstrap']['seed']}) of the "
+        "orders, then the seeds within each order. Missing cells are never read as 0.</p>",
     ]
+    if metrics.get("settings_note"):
+        parts.append(f"<p class='warn'>{e(metrics['settings_note'])}</p>")
     if metrics["problems"]:
         parts.append(
             "<h3 class='warn'>Store problems</h3><ul>"
@@ -1753,7 +1950,13 @@ def write_report(
     for t in tables:
         if t.name == "missing" and not t.rows:
             continue
-        if t.name in ("per_language_f1", "per_language_transfer", "groupings", "headline"):
+        if t.name in (
+            "per_language_f1",
+            "per_language_transfer",
+            "groupings",
+            "headline",
+            "hop_transfer",
+        ):
             parts.append(f"<details><summary>{e(t.title)}</summary>{table_html(t)}</details>")
         else:
             parts.append(table_html(t))
@@ -1844,7 +2047,8 @@ def analyze(
     vitality: Mapping[str, Iterable[int]] | str | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
-    p_set: str = "common",
+    p_set: str = M.P_SET_DEFAULT,
+    hop_p_set: str = M.HOP_P_SET_DEFAULT,
     params: ParamsFn | None = None,
     fig7_png_limit: int = FIG7_PNG_LIMIT,
     workers: int | None = None,
@@ -1854,7 +2058,8 @@ def analyze(
 
     convention: paper | paper-literal | gem | avalanche | mhamdi (Table 2; metrics.json holds
     all). vitality: None (High 4-5, Mid 3, Low 0-2), a mapping or "High=4-5,Mid=3,Low=0-2".
-    bootstrap/seed: resamples and seed of the CIs. p_set: "common" or "seen" (docs/metrics.md).
+    bootstrap/seed: resamples and seed of the CIs. p_set (eq. 9, Fig. 3; default "common")
+    and hop_p_set (eq. 13-14; default "seen"): "common" or "seen" (docs/metrics.md).
     params: callable (group key, n_languages) -> trainable params in millions (Table 1).
     workers: processes drawing figures (default 2).
     """
@@ -1867,6 +2072,7 @@ def analyze(
         bootstrap=bootstrap,
         seed=seed,
         p_set=p_set,
+        hop_p_set=hop_p_set,
         params=params,
         fig7_png_limit=fig7_png_limit,
         workers=workers,
@@ -1881,7 +2087,8 @@ def analyze_data(
     vitality: Mapping[str, Iterable[int]] | str | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
-    p_set: str = "common",
+    p_set: str = M.P_SET_DEFAULT,
+    hop_p_set: str = M.HOP_P_SET_DEFAULT,
     params: ParamsFn | None = None,
     fig7_png_limit: int = FIG7_PNG_LIMIT,
     workers: int | None = None,
@@ -1889,7 +2096,13 @@ def analyze_data(
     """:func:`analyze` on runs already in memory (see :func:`load_store`)."""
     out = _check_out(out_dir)
     metrics = compute_metrics(
-        data, convention=convention, vitality=vitality, bootstrap=bootstrap, seed=seed, p_set=p_set
+        data,
+        convention=convention,
+        vitality=vitality,
+        bootstrap=bootstrap,
+        seed=seed,
+        p_set=p_set,
+        hop_p_set=hop_p_set,
     )
     figdir = out / "figures"
     figdir.mkdir(exist_ok=True)
@@ -1901,7 +2114,7 @@ def analyze_data(
         workers if workers is not None else _default_workers(),
     )
     try:
-        attach_params(metrics, data, params)  # imports torch: overlaps with the figure workers
+        attach_params(metrics, data, params)
         write_metrics(metrics, out)
         tables = write_tables(metrics, out)
         figures = work.result()
@@ -1937,30 +2150,11 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 
 
 def add_analysis_args(ap: Any, *, figures: bool = False) -> None:
-    """The options shared by the analysis/ scripts (an argparse.ArgumentParser)."""
+    """The options shared by the analysis/ scripts (an argparse.ArgumentParser): the store,
+    ``--out`` and :data:`hpc_forget.analysis_options.OPTIONS` (also `hpc-forget analyze`'s)."""
     ap.add_argument("store", help="store folder, or its consolidated .h5 copy")
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument(
-        "--convention",
-        default="paper",
-        choices=M.CONVENTIONS,
-        help="transfer convention of Table 2 (metrics.json holds all); default paper",
-    )
-    ap.add_argument(
-        "--vitality",
-        default=None,
-        help="vitality groups by Joshi class, e.g. 'High=4-5,Mid=3,Low=0-2' (the default)",
-    )
-    ap.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)"
-    )
-    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    ap.add_argument(
-        "--p-set",
-        default="common",
-        choices=M.P_SETS,
-        help="languages P_i averages over in eq. 9/13/14 (docs/metrics.md)",
-    )
+    add_argparse(ap)
     if figures:
         ap.add_argument("--workers", type=int, default=None, help="figure processes (default 2)")
         ap.add_argument(
@@ -1973,13 +2167,39 @@ def add_analysis_args(ap: Any, *, figures: bool = False) -> None:
 
 def metric_options(args: Any) -> dict[str, Any]:
     """compute_metrics keyword arguments from parsed :func:`add_analysis_args` options."""
-    return {
-        "convention": args.convention,
-        "vitality": args.vitality,
-        "bootstrap": args.bootstrap,
-        "seed": args.seed,
-        "p_set": args.p_set,
-    }
+    return option_values(args)
+
+
+def analysis_notes(metrics: Mapping[str, Any]) -> list[str]:
+    """The one-line notes an analysis prints on stderr: runs of other settings in the same
+    cells, and damaged files or runs that were skipped (listed in report.html)."""
+    out = []
+    if metrics.get("settings_note"):
+        out.append(str(metrics["settings_note"]))
+    problems = metrics.get("problems") or []
+    if problems:
+        first = str(problems[0])
+        first = first if len(first) <= 120 else first[:117] + "..."
+        out.append(
+            f"warning: skipped {len(problems)} damaged file(s) or run(s) of the store, listed in "
+            f"report.html and metrics.json 'problems' (first: {first})"
+        )
+    return out
+
+
+def print_notes(metrics: Mapping[str, Any]) -> None:
+    """Print :func:`analysis_notes` on stderr, one line each."""
+    for line in analysis_notes(metrics):
+        print(line, file=sys.stderr)
+
+
+def done_message(out_dir: str | Path, metrics: Mapping[str, Any]) -> str:
+    """What `analyze` prints at the end: the output folder and the report to open."""
+    out = Path(out_dir)
+    return (
+        f"wrote {out}/: metrics.json, tables/, figures/ ({len(metrics.get('runs', []))} runs, "
+        f"{len(metrics.get('groups', []))} groups)\nopen {out / 'report.html'}"
+    )
 
 
 def run_script(main: Callable[[], None]) -> int:

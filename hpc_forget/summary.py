@@ -7,10 +7,12 @@ figures, report) is `hpc-forget analyze`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
+from hpc_forget.identity import grid_key, settings_labels
 from hpc_forget.methods import DISPLAY_NAME
 
 
@@ -18,23 +20,50 @@ def _pct(x: float) -> str:
     return "   -  " if math.isnan(x) else f"{100 * x:6.2f}"
 
 
-def _label(key: dict) -> str:
+def _label(key: dict, settings_label: str = "") -> str:
     s = DISPLAY_NAME.get(key["method"], key["method"])
     if key.get("rank"):
         s += f" r={key['rank']}"
     if key.get("order"):
         s += f" order {key['order']}"
-    return f"{s} [{key['model']}, seed {key['seed']}]"
+    extra = f", {settings_label}" if settings_label else ""
+    return f"{s} [{key['model']}, seed {key['seed']}{extra}]"
 
 
-def final_scores(kind: str, matrix: np.ndarray) -> np.ndarray:
-    """Per-language test F1 a run ends with (NaN where absent).
+def _settings_labels(records: Sequence[Any]) -> dict[str, str]:
+    """run id -> the settings keys in which it differs from the runs of its grid cell (same
+    key apart from the settings digest); "" where the cell holds one settings."""
+    cells: dict[str, dict[str, dict]] = {}
+    for r in records:
+        cells.setdefault(grid_key(r.key), {}).setdefault(
+            str(r.key.get("settings", "")), dict(getattr(r, "settings", None) or {})
+        )
+    labels: dict[str, str] = {}
+    for cell, by_digest in cells.items():
+        if len(by_digest) > 1:
+            for digest, lab in zip(
+                by_digest, settings_labels(list(by_digest.values())), strict=True
+            ):
+                labels[f"{cell}|{digest}"] = lab
+    return {
+        r.run_id: labels.get(f"{grid_key(r.key)}|{r.key.get('settings', '')}", "") for r in records
+    }
 
-    sequential: the last row of R; joint: its one row; per-language: the diagonal.
+
+def final_scores(record: Any, matrix: np.ndarray) -> np.ndarray:
+    """Per-language test F1 a run ends with, in ``record.languages`` order (NaN where absent).
+
+    sequential: the last row of R; otherwise the run's expected cells
+    (``RunRecord.expected_cells``, the store's rule: joint step 0, per-language step i's own
+    language).
     """
-    if kind == "per-language":
-        return np.diag(matrix).copy()
-    return matrix[-1].copy()
+    if record.kind == "sequential":
+        return matrix[-1].copy()
+    col = {lang: j for j, lang in enumerate(record.languages)}
+    out = np.full(len(record.languages), np.nan)
+    for i, lang in record.expected_cells():
+        out[col[lang]] = matrix[i, col[lang]]
+    return out
 
 
 def format_summary(store: object, run_ids: Iterable[str] | None = None) -> str:
@@ -43,30 +72,34 @@ def format_summary(store: object, run_ids: Iterable[str] | None = None) -> str:
     records = [r for r in store.runs() if wanted is None or r.run_id in wanted]
     if not records:
         return "the store holds no runs yet"
+    slabel = _settings_labels(records)
     records.sort(
         key=lambda r: (
             r.key["model"],
             r.key["method"],
             r.key["rank"],
+            slabel[r.run_id],
             r.key["order"],
             r.key["seed"],
         )
     )
     langs = records[0].languages
-    width = max(len(_label(r.key)) for r in records)
+    width = max(len(_label(r.key, slabel[r.run_id])) for r in records)
     lines = ["Test slot F1 (%) per language; '-' = not computed yet", ""]
     lines.append(f"{'run':<{width}}  " + " ".join(f"{x:>6}" for x in langs) + "    avg")
     matrices = {}
     for r in records:
         m = store.matrix(r.run_id)
         matrices[r.run_id] = m
-        row = final_scores(r.kind, m)
+        row = final_scores(r, m)
         cells = {loc: row[i] for i, loc in enumerate(r.languages)}
         vals = [cells.get(x, math.nan) for x in langs]
         present = [v for v in vals if not math.isnan(v)]
         avg = sum(present) / len(present) if len(present) == len(vals) else math.nan
         lines.append(
-            f"{_label(r.key):<{width}}  " + " ".join(_pct(v) for v in vals) + f" {_pct(avg)}"
+            f"{_label(r.key, slabel[r.run_id]):<{width}}  "
+            + " ".join(_pct(v) for v in vals)
+            + f" {_pct(avg)}"
         )
     for r in records:
         if r.kind != "sequential":
@@ -74,7 +107,7 @@ def format_summary(store: object, run_ids: Iterable[str] | None = None) -> str:
         m = matrices[r.run_id]
         lines += [
             "",
-            f"R matrix of {_label(r.key)}: row i = after training step i, column = test language",
+            f"R matrix of {_label(r.key, slabel[r.run_id])}: row i = after training step i, column = test language",
         ]
         lines.append(f"{'step':<14}" + " ".join(f"{x:>6}" for x in r.languages))
         for i, trained in enumerate(r.steps):

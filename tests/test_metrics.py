@@ -157,17 +157,46 @@ def test_fwt_k_hops():
         M.fwt_k(R3, 0)
 
 
-def test_mft_mbt_per_position():
-    close(M.mbt(R3, 0), [nan, -0.2, -0.15])  # = Fig. 3 change (h = 0)
-    close(M.mft(R3, 0), [nan, -0.2, -0.15])
-    close(M.mbt(R3, 1), [nan, nan, -0.3])  # P_2 - P_0
-    close(M.mft(R3, 1), [nan, -0.3, nan])  # P_2 - P_0, attributed to the language at step 1
-    close(M.mbt(R3, 2), [nan, nan, nan])
-    f, b = M.hop_matrices(R3, hops=(0, 1, 2))
-    close(f, [M.mft(R3, h) for h in (0, 1, 2)])
-    close(b, [M.mbt(R3, h) for h in (0, 1, 2)])
+def test_mft_mbt_per_position_common():
+    c = "common"
+    close(M.mbt(R3, 0, c), [nan, -0.2, -0.15])  # = Fig. 3 change (h = 0, same p_set)
+    close(M.mft(R3, 0, c), [nan, -0.2, -0.15])
+    close(M.mbt(R3, 1, c), [nan, nan, -0.3])  # P_2 - P_0
+    close(M.mft(R3, 1, c), [nan, -0.3, nan])  # P_2 - P_0, credited to the language at step 1
+    close(M.mbt(R3, 2, c), [nan, nan, nan])
+    f, b = M.hop_matrices(R3, hops=(0, 1, 2), p_set=c)
+    close(f, [M.mft(R3, h, c) for h in (0, 1, 2)])
+    close(b, [M.mbt(R3, h, c) for h in (0, 1, 2)])
     with pytest.raises(M.MetricsError):
         M.mft(R3, -1)
+
+
+def test_mft_mbt_default_to_the_tasks_seen():
+    # eq. 13-14: P_i = the average over the tasks seen up to step i = A_i = [0.8, 0.75, 1.9/3]
+    assert M.HOP_P_SET_DEFAULT == "seen" and M.P_SET_DEFAULT == "common"
+    close(M.mbt(R3, 0), [nan, -0.05, 1.9 / 3 - 0.75])
+    close(M.mft(R3, 1), [nan, 1.9 / 3 - 0.8, nan])
+    close(M.mbt(R3, 1), [nan, nan, 1.9 / 3 - 0.8])
+    f, b = M.hop_matrices(R3, hops=(0, 1, 2))
+    close(f, [M.mft(R3, h, "seen") for h in (0, 1, 2)])
+    close(b, [M.mbt(R3, h, "seen") for h in (0, 1, 2)])
+
+
+def test_the_two_readings_can_disagree_in_sign():
+    # the language trained at step 1 scores high: the seen average rises while the
+    # language learned before it drops
+    R = np.array([[0.5, 0.1, 0.1], [0.4, 0.9, 0.1], [0.4, 0.9, 0.9]])
+    assert M.mft(R, 0, "common")[1] == pytest.approx(-0.1)
+    assert M.mft(R, 0, "seen")[1] == pytest.approx(0.15)
+
+
+def test_hop_scalars_are_the_1_over_L_sums():
+    f, b = M.hop_matrices(R3, hops=(0, 1, 2), p_set="common")
+    # MFT_0: mean(-0.2, -0.15); MFT_1: the one window; MFT_2: none
+    close(M.hop_scalars(f), [-0.175, -0.3, nan])
+    close(M.hop_scalars(b), [-0.175, -0.3, nan])
+    with pytest.raises(M.MetricsError, match="hops x positions"):
+        M.hop_scalars(np.zeros(3))
 
 
 # ---------------------------------------------------------------------------- NaN cells (R4)
@@ -201,9 +230,12 @@ def test_r4_conventions_average_the_terms_present(convention):
 
 
 def test_r4_hops():
-    close(M.mbt(R4, 1), [nan, nan, -0.3, -0.2])
-    close(M.mft(R4, 1), [nan, -0.3, -0.2, nan])
-    close(M.mft(R4, 2), [nan, -0.4, nan, nan])
+    close(M.mbt(R4, 1, "common"), [nan, nan, -0.3, -0.2])
+    close(M.mft(R4, 1, "common"), [nan, -0.3, -0.2, nan])
+    close(M.mft(R4, 2, "common"), [nan, -0.4, nan, nan])
+    # seen: A = [0.9, 0.75, 0.75, 0.65] (R4[2, 1] missing: A_2 = mean(0.6, 0.9))
+    close(M.mbt(R4, 1), [nan, nan, -0.15, -0.1])
+    close(M.mft(R4, 2), [nan, -0.25, nan, nan])
     assert M.fwt_k(R4, 1) == pytest.approx(0.35)  # mean(0.2, 0.5): R12 missing
 
 
@@ -238,7 +270,7 @@ def test_average_per_language_over_orders():
     assert mean["x"] == pytest.approx(-0.2) and count["x"] == 1  # first in order 1: no value
     assert mean["y"] == pytest.approx(-0.175) and count["y"] == 2
     assert mean["z"] == pytest.approx(-0.15) and count["z"] == 1
-    f, _ = M.hop_matrices(R3, hops=(0, 1))
+    f, _ = M.hop_matrices(R3, hops=(0, 1), p_set="common")
     mean, count = M.average_per_language([(f, ["x", "y", "z"])])
     close(mean["y"], [-0.2, -0.3])
     close(count["z"], [1, 0])
@@ -250,8 +282,42 @@ def test_summarize_mean_std_ci():
     assert s["std"] == pytest.approx(0.1)  # ddof = 1
     assert 0.1 <= s["ci_low"] <= 0.2 <= s["ci_high"] <= 0.3
     one = M.summarize([0.5])
-    assert one == {"mean": 0.5, "std": None, "ci_low": None, "ci_high": None, "n": 1}
+    assert one == {
+        "mean": 0.5,
+        "std": None,
+        "ci_low": None,
+        "ci_high": None,
+        "n": 1,
+        "ci_units": 1,
+    }
     assert M.summarize([nan, None])["mean"] is None
+
+
+def test_fewer_than_three_units_give_no_interval():
+    two = M.summarize([0.1, 0.3], resamples=500)
+    assert two["std"] == pytest.approx(math.sqrt(0.02)) and two["ci_low"] is None
+    # 2 orders x 3 seeds: 6 runs but 2 units
+    s = M.summarize([0.1, 0.11, 0.12, 0.3, 0.31, 0.32], ["1", "1", "1", "2", "2", "2"])
+    assert s["n"] == 6 and s["ci_units"] == 2 and s["ci_low"] is None
+    s = M.summarize([0.1, 0.2, 0.3], ["1", "2", "3"], resamples=200)
+    assert s["ci_units"] == 3 and s["ci_low"] is not None
+
+
+def test_bootstrap_resamples_orders_then_seeds():
+    # 3 orders x 3 seeds; the seeds of an order agree closely, the orders do not
+    values = [0.60, 0.61, 0.62, 0.70, 0.71, 0.72, 0.80, 0.81, 0.82]
+    orders = ["1"] * 3 + ["2"] * 3 + ["3"] * 3
+    naive = M.bootstrap_ci(values, resamples=2000, seed=0)
+    lo, hi = M.bootstrap_ci(values, orders, resamples=2000, seed=0)
+    assert lo < naive[0] and hi > naive[1]  # 3 independent units, not 9: wider
+    assert lo >= 0.6 and hi <= 0.82
+    # every resample draws whole orders: with one value per order it is the plain bootstrap
+    one = [0.6, 0.7, 0.8]
+    assert M.bootstrap_ci(one, ["a", "b", "c"], seed=3) == M.bootstrap_ci(one, seed=3)
+    # a single order: its seeds are the units
+    assert M.bootstrap_ci(one, ["a", "a", "a"], seed=3) == M.bootstrap_ci(one, seed=3)
+    with pytest.raises(M.MetricsError, match="cluster labels"):
+        M.bootstrap_ci(one, ["a"])
 
 
 def test_bootstrap_is_deterministic_per_seed():

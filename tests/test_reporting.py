@@ -95,14 +95,16 @@ def test_groups_average_over_orders(metrics):
     assert h["f1_High"]["mean"] == pytest.approx(0.55)
     assert h["f1_Mid"]["mean"] == pytest.approx(0.8)
     assert h["f1_Low"]["mean"] == pytest.approx(0.65)
-    for s in h.values():  # a CI for every headline metric
-        assert s["ci_low"] <= s["mean"] <= s["ci_high"]
+    for s in h.values():  # two orders: too few units for an interval (not [min, max])
+        assert s["ci_low"] is None and s["ci_high"] is None and s["ci_units"] == 2
     # Fig. 3 per language over orders: de (-, -0.1), af (-0.2, -0.1), am (-0.15, -)
     ch = v["perf_change"]
     assert ch["de-DE"]["mean"] == pytest.approx(-0.1) and ch["de-DE"]["n"] == 1
     assert ch["af-ZA"]["mean"] == pytest.approx(-0.15) and ch["af-ZA"]["n"] == 2
     assert ch["am-ET"]["mean"] == pytest.approx(-0.15)
-    assert v["mbt"]["af-ZA"]["by_hop"][0] == pytest.approx(-0.15)  # MBT_0 = Fig. 3
+    # eq. 13-14 read P as the average over the languages seen (the default): af-ZA is at
+    # position 1 in order 1 (A_1 - A_0 = 0.75 - 0.8) and 2 in order 2 (A_2 - A_1 = 0.7 - 0.7)
+    assert v["mbt"]["af-ZA"]["by_hop"][0] == pytest.approx(-0.025)
     # every convention is in metrics.json
     assert v["transfer"]["gem"]["backward"]["mean"] == pytest.approx((-0.5 / 3 - 0.1) / 2)
     # Fig. 2 curve: mean over orders of the learned-language average
@@ -199,7 +201,7 @@ def test_table2_and_headline(metrics):
     assert rows["r = 8"][1] == "-" and rows["r = 8"][2] == "0.325"
     h = Rp.headline_table(metrics)
     v = [r for r in h.rows if r[0] == group(metrics, "vanilla")["id"] and r[1] == "cbt"][0]
-    assert v[2:4] == ["-0.200", "0.071"] and v[4].startswith("[") and v[5] == "2 / 2"
+    assert v[2:4] == ["-0.200", "0.071"] and v[4] == "- (2 units)" and v[5] == "2 / 2"
 
 
 def test_attach_params_sources(metrics):
@@ -218,15 +220,35 @@ def test_attach_params_sources(metrics):
     assert group(m, "mono")["params_m"] == pytest.approx(6.0)
 
 
-def test_pick_params_from_models_rows():
-    class Row:
-        def __init__(self, method, rank, paper):
-            self.method, self.rank, self.paper = method, rank, paper
+def test_preset_params_by_arithmetic_match_the_paper():
+    # the paper's Table 1 (XLM-R base, 52 languages); NON-SHARED r=32 prints MULTI's 278.04
+    # (a typo: 52 x 5.36 = 278.59)
+    for (method, rank), paper in {
+        ("multi", 0): 278.04,
+        ("multi", 32): 5.36,
+        ("vanilla", 0): 278.04,
+        ("shared_lora", 64): 10.72,
+        ("shared_lora", 256): 42.86,
+        ("mono", 0): 14458.27,
+        ("nonshared_lora", 64): 557.19,
+        ("nonshared_lora", 256): 2228.75,
+    }.items():
+        key = {"model": "xlm-roberta-base", "method": method, "rank": rank}
+        assert round(Rp.default_params(key, 52), 2) == paper, (method, rank)
+    key = {"model": "intfloat/multilingual-e5-base", "method": "shared_lora", "rank": 32}
+    assert Rp.default_params(key, 52) == pytest.approx(5.357568)
+    assert Rp.default_params({"model": "tiny", "method": "multi", "rank": 0}, 3) is None
 
-    rows = [Row("multi", 0, 278_043_648), Row("shared_lora", 32, 5_357_568)]
-    assert Rp._pick_params(rows, {"method": "shared_lora", "rank": 32}) == pytest.approx(5.357568)
-    assert Rp._pick_params(rows, {"method": "mono", "rank": 0}) is None
-    assert Rp._pick_params(None, {"method": "mono", "rank": 0}) is None
+
+@pytest.mark.slow
+def test_preset_shapes_agree_with_models():
+    from hpc_forget import models
+
+    shape = Rp.PRESET_SHAPES["xlm-roberta-base"]
+    assert all(models.XLMR_BASE_CONFIG[k] == v for k, v in shape.items())
+    rows = models.params_table("xlm-roberta-base", 7, (8, 32))
+    for row in rows:
+        assert Rp.paper_params(shape, row.method, row.rank, 7) == row.paper, row
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -400,3 +422,226 @@ def test_a_dead_figure_worker_falls_back_to_drawing_in_process(tmp_path, monkeyp
     m = Rp.compute_metrics(data, bootstrap=0)
     figs = Rp.write_figures(data, m, tmp_path, workers=2)
     assert {f.name[:4] for f in figs} == {"fig2", "fig3", "fig4", "fig5", "fig6", "fig7"}
+
+
+# ---------------------------------------------------------------------------- issue #8
+
+
+SETTINGS_A = {"data": {"max_train": 800}, "train": {"lr": 1e-5, "max_epochs_full": 10}}
+SETTINGS_B = {"data": {"max_train": 400}, "train": {"lr": 1e-5, "max_epochs_full": 5}}
+
+
+def with_settings(run: Rp.RunData, settings: dict, shift: float = 0.0) -> Rp.RunData:
+    from hpc_forget.identity import settings_digest
+
+    k = dict(run.key)
+    k["settings"] = settings_digest(settings)
+    rk = RunKey(**k)
+    return Rp.RunData(
+        rk.run_id,
+        rk.as_dict(),
+        run.kind,
+        run.languages,
+        run.steps,
+        run.matrix + shift,
+        list(run.missing),
+        settings=settings,
+    )
+
+
+def two_settings_runs() -> list[Rp.RunData]:
+    a = [with_settings(r, SETTINGS_A) for r in small_runs()[:3]]
+    b = [with_settings(r, SETTINGS_B, -0.1) for r in small_runs()[:2]]  # vanilla only
+    return a + b
+
+
+def test_runs_of_different_settings_are_never_averaged():
+    m = Rp.compute_metrics(Rp.StoreData("mem", two_settings_runs()), bootstrap=0)
+    vanilla = [g for g in m["groups"] if g["key"]["method"] == "vanilla"]
+    assert len(vanilla) == 2
+    by_label = {g["settings_label"]: g for g in vanilla}
+    assert set(by_label) == {
+        "data.max_train=400, train.max_epochs_full=5",
+        "data.max_train=800, train.max_epochs_full=10",
+    }
+    a = by_label["data.max_train=800, train.max_epochs_full=10"]
+    b = by_label["data.max_train=400, train.max_epochs_full=5"]
+    assert a["headline"]["f1"]["mean"] == pytest.approx((1.9 / 3 + 0.7) / 2)
+    assert b["headline"]["f1"]["mean"] == pytest.approx((1.9 / 3 + 0.7) / 2 - 0.1)
+    assert a["settings"] == SETTINGS_A and len(a["runs"]) == 2
+    assert a["label"] == "VANILLA {data.max_train=800, train.max_epochs_full=10}"
+    assert a["id"] != b["id"]
+    # MULTI has one settings in the store: no label, no note about it
+    multi = next(g for g in m["groups"] if g["key"]["method"] == "multi")
+    assert multi["label"] == "MULTI" and multi["settings_label"] == ""
+    assert m["settings_note"] == (
+        "note: the store holds runs of 2 settings, differing in data.max_train, "
+        "train.max_epochs_full; each is analysed as its own group"
+    )
+    rows = [r[0] for r in Rp.table1(m).rows]
+    assert "VANILLA {data.max_train=400, train.max_epochs_full=5}" in rows
+    assert Rp.compute_metrics(Rp.StoreData("mem", small_runs()))["settings_note"] is None
+
+
+def test_sequential_f1_is_the_order_aligned_final_f1():
+    # the run also evaluates de-DE, never trained in its order: Table 1 F1 is the mean of the
+    # last row over the trained languages only (metrics.final_f1 of the aligned R)
+    k = key("vanilla", 0, "x")
+    m = np.array([[0.8, nan, 0.1], [0.6, 0.9, 0.2]])  # columns: LANGS (af, am, de)
+    run = Rp.RunData(k.run_id, k.as_dict(), "sequential", LANGS, ["af-ZA", "am-ET"], m)
+    out = Rp.compute_metrics(Rp.StoreData("mem", [run]), bootstrap=0)
+    rec = out["runs"][0]["metrics"]
+    assert rec["f1"] == pytest.approx(0.75)  # not (0.6 + 0.9 + 0.2) / 3
+    assert rec["per_language"]["de-DE"] == pytest.approx(0.2)  # still reported per language
+    assert rec["f1_by_vitality"]["High"] is None  # de-DE is High but was not trained
+
+
+def test_per_language_cells_follow_the_store_rule():
+    # steps listed in another order than languages: step i is languages[i]'s model
+    k = key("mono")
+    m = np.full((3, 3), nan)
+    np.fill_diagonal(m, [0.78, 0.6, 0.72])
+    run = Rp.RunData(k.run_id, k.as_dict(), "per-language", LANGS, ORDER1, m)
+    assert run.expected_cells() == [(0, "af-ZA"), (1, "am-ET"), (2, "de-DE")]
+    assert Rp.language_scores(run) == pytest.approx({"af-ZA": 0.78, "am-ET": 0.6, "de-DE": 0.72})
+    rec = Rp.compute_metrics(Rp.StoreData("mem", [run]))["runs"][0]
+    assert rec["cells_expected"] == 3 and rec["cells_present"] == 3
+
+
+def test_hop_scalars_in_metrics_and_table(metrics):
+    v = group(metrics, "vanilla")
+    # per run, 1/|L| sum over the languages: seen reading, A1 = [0.8, 0.75, 1.9/3],
+    # A2 = [0.7, 0.7, 0.7]; MFT_0 = mean(A_1 - A_0, A_2 - A_1)
+    r1 = (0.75 - 0.8 + 1.9 / 3 - 0.75) / 2
+    r2 = 0.0
+    mft0 = v["hop_scalars"]["mft"][0]
+    assert mft0["mean"] == pytest.approx((r1 + r2) / 2) and mft0["n"] == 2
+    assert v["hop_scalars"]["mft"][1]["mean"] == pytest.approx((1.9 / 3 - 0.8 + 0.0) / 2)
+    assert v["hop_scalars"]["mbt"][2]["mean"] is None  # no window of 3 steps back
+    run = next(r for r in metrics["runs"] if r["group"] == v["id"] and r["key"]["order"] == "1")
+    assert run["metrics"]["mft_h"][0] == pytest.approx(r1)
+    t = Rp.hop_table(metrics)
+    first = next(r for r in t.rows if r[0] == v["id"] and r[1] == "0")
+    assert first[2] == f"{100 * (r1 + r2) / 2:.2f} ± {100 * np.std([r1, r2], ddof=1):.2f}"
+    assert first[3] == "- (2 units)"
+    assert metrics["settings"]["hop_p_set"] == "seen" and metrics["settings"]["p_set"] == "common"
+    common = Rp.compute_metrics(Rp.StoreData("mem", small_runs()), hop_p_set="common")
+    assert group(common, "vanilla")["mbt"]["af-ZA"]["by_hop"][0] == pytest.approx(-0.15)
+    with pytest.raises(Rp.AnalysisError, match="--hop-p-set 'x'"):
+        Rp.compute_metrics(Rp.StoreData("mem", []), hop_p_set="x")
+
+
+def test_bootstrap_units_are_orders():
+    # 3 orders x 2 seeds of VANILLA: a CI from 3 units
+    runs = []
+    for o, R in (("1", R1), ("2", R2), ("3", R1 * 0.9)):
+        for seed in (0, 1):
+            k = RunKey(method="vanilla", model="xlm-roberta-base", rank=0, order=o, seed=seed)
+            order = {"1": ORDER1, "2": ORDER2, "3": ORDER1}[o]
+            runs.append(
+                Rp.RunData(
+                    k.run_id,
+                    k.as_dict(),
+                    "sequential",
+                    LANGS,
+                    order,
+                    to_store_columns(R + 0.01 * seed, order),
+                )
+            )
+    m = Rp.compute_metrics(Rp.StoreData("mem", runs), bootstrap=500)
+    h = group(m, "vanilla")["headline"]["cbt"]
+    assert h["n"] == 6 and h["ci_units"] == 3 and h["ci_low"] <= h["mean"] <= h["ci_high"]
+    assert m["settings"]["bootstrap"]["min_units"] == 3
+
+
+def test_fig7_prints_values_and_fig2_counts_whole_languages(tmp_path, monkeypatch):
+    from matplotlib.ticker import MaxNLocator
+
+    data = Rp.StoreData("mem", small_runs()[:1])
+    m = Rp.compute_metrics(data, bootstrap=0)
+    run, R, label = Rp._fig7_runs(data, m)[0]
+    hm = Rp._Heatmap(
+        (3, 3),
+        (4, 4),
+        xlabel="x",
+        ylabel="y",
+        cbar="c",
+        margins=dict.fromkeys(("left", "bottom", "right", "top"), 0.5),
+    )
+    hm.draw(R * 100, run.steps, run.steps, label, 0, 100, annotate="{:.0f}")
+    assert sorted(t.get_text() for t in hm.texts) == sorted(f"{v * 100:.0f}" for v in R.flat)
+    hm.draw(R * 100, run.steps, run.steps, label, 0, 100)  # the next panel: no stale values
+    assert hm.texts == [] and not hm.ax.texts
+    figs = Rp.fig7(data, m, tmp_path, pdf=False)
+    assert figs and Rp.FIG7_ANNOTATE_MAX_T == 16
+    saved = {}
+    real_save = Rp._save
+
+    def spy(fig, *a, **k):
+        saved["locator"] = fig.axes[0].xaxis.get_major_locator()
+        return real_save(fig, *a, **k)
+
+    monkeypatch.setattr(Rp, "_save", spy)
+    assert Rp.fig2(m, tmp_path)[0].png.is_file()
+    assert isinstance(saved["locator"], MaxNLocator)
+
+
+ANALYZE_NO_TORCH = """
+import sys
+from hpc_forget.cli import cli
+try:
+    cli(["analyze", sys.argv[1], "--out", sys.argv[2], "--bootstrap", "20", "--workers", "1"])
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+heavy = [m for m in ("torch", "transformers", "peft", "accelerate") if m in sys.modules]
+print("HEAVY", heavy, "CODE", code)
+"""
+
+
+def test_analyze_cli_imports_no_torch_and_says_what_it_did(tmp_path):
+    import subprocess
+    import sys
+
+    from hpc_forget.store import Store
+
+    path = tmp_path / "results"
+    store = Store(path)
+    for run in two_settings_runs():
+        store.put_run(
+            run.run_id,
+            key=run.key,
+            kind=run.kind,
+            languages=run.languages,
+            steps=run.steps,
+            labels=["O"],
+            config={},
+            settings=run.settings,
+        )
+        for i in range(run.matrix.shape[0]):
+            scores = {
+                lang: float(v)
+                for lang, v in zip(run.languages, run.matrix[i], strict=True)
+                if not np.isnan(v)
+            }
+            store.put_step(run.run_id, i, scores=scores, dev_curve=[], meta={}, provenance={})
+    # a damaged step file: skipped, and said so
+    step_files = sorted(path.rglob("*.h5"))
+    step_files[-1].write_bytes(b"not hdf5")
+    out = tmp_path / "analysis"
+    p = subprocess.run(
+        [sys.executable, "-c", ANALYZE_NO_TORCH, str(path), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert "HEAVY [] CODE 0" in p.stdout, p.stdout + p.stderr
+    assert f"open {out / 'report.html'}" in p.stdout
+    err = [x for x in p.stderr.splitlines() if x.strip()]
+    assert any(x.startswith("note: the store holds runs of 2 settings") for x in err), err
+    assert any(x.startswith("warning: skipped 1 damaged") for x in err), err
+    mj = json.loads((out / "metrics.json").read_text())
+    assert len([g for g in mj["groups"] if g["key"]["method"] == "vanilla"]) == 2
+    assert all(g["params_m"] is not None for g in mj["groups"])  # arithmetic, no network

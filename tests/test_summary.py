@@ -1,0 +1,106 @@
+"""summary.format_summary: what `hpc-forget run` prints, on small stores written with the
+Store writer API (no training)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hpc_forget.identity import settings_digest
+from hpc_forget.planning import RunKey
+from hpc_forget.store import Store
+from hpc_forget.summary import format_summary
+
+nan = float("nan")
+LANGS = ["af-ZA", "de-DE"]
+
+
+def put(store: Store, method: str, kind: str, steps, matrix, *, order="", settings=None, seed=0):
+    settings = settings if settings is not None else {"data": {"max_train": 800}}
+    key = RunKey(
+        method=method,
+        model="xlm-roberta-base",
+        rank=0,
+        order=order,
+        seed=seed,
+        settings=settings_digest(settings),
+    )
+    store.put_run(
+        key.run_id,
+        key=key.as_dict(),
+        kind=kind,
+        languages=LANGS,
+        steps=list(steps),
+        labels=["O"],
+        config={},
+        settings=settings,
+    )
+    m = np.asarray(matrix, dtype=float)
+    for i in range(m.shape[0]):
+        scores = {lang: float(m[i, j]) for j, lang in enumerate(LANGS) if not math.isnan(m[i, j])}
+        if scores:
+            store.put_step(key.run_id, i, scores=scores, dev_curve=[0.5], meta={}, provenance={})
+    return key.run_id
+
+
+def row(text: str, start: str) -> list[str]:
+    line = next(x for x in text.splitlines() if x.startswith(start))
+    return line.split("]", 1)[1].split()
+
+
+def test_no_runs(tmp_path):
+    store = Store(tmp_path / "s")
+    put(store, "multi", "joint", ["all"], [[0.8, 0.8]])
+    assert format_summary(store, set()) == "the store holds no runs yet"
+
+
+def test_f1_table_and_r_matrix(tmp_path):
+    store = Store(tmp_path / "s")
+    put(store, "vanilla", "sequential", ["de-DE", "af-ZA"], [[0.1, 0.8], [0.7, 0.6]], order="1")
+    put(store, "multi", "joint", ["all"], [[0.75, nan]])
+    # per-language: step i is languages[i]'s own model (the store's rule)
+    put(store, "mono", "per-language", LANGS, [[0.5, nan], [nan, 0.9]])
+    text = format_summary(store)
+    assert row(text, "VANILLA order 1") == ["70.00", "60.00", "65.00"]
+    assert row(text, "MULTI") == ["75.00", "-", "-"]  # avg only when every language is there
+    assert row(text, "MONO") == ["50.00", "90.00", "70.00"]
+    assert "R matrix of VANILLA order 1 [xlm-roberta-base, seed 0]" in text
+    assert " 1 de-DE       10.00  80.00" in text
+    assert text.endswith("3 runs; 1 expected cells missing")
+    assert "data.max_train" not in text  # one settings per cell: no settings label
+
+
+def test_runs_of_other_settings_are_rows_of_their_own(tmp_path):
+    store = Store(tmp_path / "s")
+    a = {"data": {"max_train": 800}, "train": {"lr": 1e-5}}
+    b = {"data": {"max_train": 400}, "train": {"lr": 1e-5}}
+    put(store, "multi", "joint", ["all"], [[0.8, 0.8]], settings=a)
+    put(store, "multi", "joint", ["all"], [[0.4, 0.4]], settings=b)
+    put(store, "vanilla", "sequential", LANGS, [[0.5, 0.1], [0.4, 0.6]], order="1", settings=a)
+    text = format_summary(store)
+    assert row(text, "MULTI [xlm-roberta-base, seed 0, data.max_train=400]") == [
+        "40.00",
+        "40.00",
+        "40.00",
+    ]
+    assert row(text, "MULTI [xlm-roberta-base, seed 0, data.max_train=800]")[2] == "80.00"
+    # the label names only the differing key, and only in the cell that has two settings
+    assert "train.lr" not in text
+    assert "VANILLA order 1 [xlm-roberta-base, seed 0]" in text
+
+
+def test_only_the_runs_asked_for(tmp_path):
+    store = Store(tmp_path / "s")
+    keep = put(store, "multi", "joint", ["all"], [[0.8, 0.8]])
+    put(store, "multi", "joint", ["all"], [[0.4, 0.4]], seed=1)
+    text = format_summary(store, {keep})
+    assert "seed 1" not in text and text.endswith("1 runs; 0 expected cells missing")
+
+
+def test_per_language_scores_follow_the_store_rule(tmp_path):
+    # steps listed in another order than languages: step i is still languages[i]'s cell
+    store = Store(tmp_path / "s")
+    rid = put(store, "mono", "per-language", ["de-DE", "af-ZA"], [[0.5, nan], [nan, 0.9]])
+    assert store.missing(rid) == []
+    assert row(format_summary(store), "MONO") == ["50.00", "90.00", "70.00"]
