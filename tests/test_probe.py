@@ -28,6 +28,7 @@ selection left out.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -35,7 +36,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -688,6 +690,23 @@ class Outcome:
 OUTCOMES: dict[str, Outcome] = {}  # filled by test_probe_case, read by test_probe_summary
 
 
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Warnings as a user's terminal shows them (pytest would only collect them): Python's
+    default filters, printed to sys.stderr, so a warning counts as stderr output."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        for cat in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", cat)
+        warnings.showwarning = show
+        yield
+
+
 def _run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: Any) -> tuple[int, str, str]:
     from hpc_forget import cli
 
@@ -695,7 +714,8 @@ def _run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: Any) -> t
     capsys.readouterr()
     code: int | None = 0
     try:
-        cli.main()
+        with _warnings_to_stderr():
+            cli.main()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception:  # an uncaught exception is a traceback for the user
@@ -736,7 +756,8 @@ def run_case(
         capsys.readouterr()
         with monkeypatch.context() as mp:
             try:
-                case.call(world, mp)
+                with _warnings_to_stderr():
+                    case.call(world, mp)
             except UserError as exc:
                 msg = f"error: {exc}"
                 _one_error_line(msg, case.names, why)
