@@ -1,12 +1,17 @@
 """Shared, session-scoped fixtures for the whole suite.
 
-- `massive_dir`: the real MASSIVE files in shared/data/massive (skips when absent).
+- `massive_dir`: the real MASSIVE 1.1 files of tests/data/massive (en-US, th-TH complete;
+  de-DE, sw-KE dev+test), decompressed from their `.xz` copies once per session.
 - `tiny_texts`: a few thousand real en-US and th-TH utterances (first lines of each file).
 - `tiny_labels`: "O" + B-/I- for every slot type annotated in en-US (MASSIVE's 111 labels).
 - `tiny_model_dir` / `tiny_tokenizer`: a tiny XLM-R (tokenizer trained on `tiny_texts`),
   built once per session with `models.build_tiny`.
-- `xlmr_tokenizer_dir` / `xlmr_tokenizer`: the rebuilt real XLM-R tokenizer in
-  shared/models/xlmr-tokenizer, for realistic sequence lengths (skips when absent).
+- `xlmr_tokenizer_dir` / `xlmr_tokenizer`: the rebuilt real XLM-R tokenizer of
+  tests/data/xlmr-tokenizer (decompressed once per session), for realistic sequence lengths.
+- `reference_dir`: tests/data (languages.md, the reference table of the 52 locales).
+
+Everything comes from inside the repository: a fresh clone runs every test, nothing skips for
+want of data (tests/data/README.md says where each file comes from).
 
 The suite never downloads: HF_HUB_OFFLINE is set (unless the environment already sets it)
 before anything imports huggingface_hub, so an accidental hub access fails at once instead
@@ -16,8 +21,10 @@ of retrying the network for minutes.
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+MASSIVE_LOCALES = ("en-US", "th-TH", "de-DE", "sw-KE")
 TINY_LINES = 1500  # lines read from each of en-US and th-TH (~3,000 utterances)
 _SLOT = re.compile(r"\[\s*([^\[\]:]+?)\s*:")
 
@@ -42,12 +50,24 @@ def _head_utterances(path: Path, n: int) -> list[str]:
     return out
 
 
+def _unxz(src_dir: Path, out_dir: Path) -> Path:
+    """Decompress every `*.xz` file of `src_dir` into `out_dir` (name without `.xz`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for src in sorted(src_dir.glob("*.xz")):
+        with lzma.open(src, "rb") as fin, open(out_dir / src.name[: -len(".xz")], "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    return out_dir
+
+
 @pytest.fixture(scope="session")
-def massive_dir() -> Path:
-    """shared/data/massive (real MASSIVE 1.1 files: en-US, th-TH full; de-DE, sw-KE dev+test)."""
-    path = SHARED / "data" / "massive"
-    if not (path / "en-US.jsonl").is_file():
-        pytest.skip(f"real MASSIVE data not found at {path}")
+def massive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real MASSIVE 1.1 files (en-US, th-TH full; de-DE, sw-KE dev+test) in a session tmp dir.
+
+    Decompressed from tests/data/massive/*.jsonl.xz; tests must not write into it.
+    """
+    path = _unxz(TEST_DATA / "massive", tmp_path_factory.mktemp("massive"))
+    missing = [loc for loc in MASSIVE_LOCALES if not (path / f"{loc}.jsonl").is_file()]
+    assert not missing, f"tests/data/massive lacks {missing}"
     return path
 
 
@@ -93,11 +113,16 @@ def tiny_tokenizer(tiny_model_dir: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def xlmr_tokenizer_dir() -> Path:
-    """shared/models/xlmr-tokenizer: the real XLM-R SentencePiece vocabulary, rebuilt."""
-    path = SHARED / "models" / "xlmr-tokenizer"
-    if not (path / "sentencepiece.bpe.model").is_file():
-        pytest.skip(f"XLM-R tokenizer not found at {path}")
+def reference_dir() -> Path:
+    """tests/data: languages.md (script, family and Joshi class of the 52 locales)."""
+    return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def xlmr_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real XLM-R SentencePiece vocabulary (rebuilt), decompressed into a session tmp dir."""
+    path = _unxz(TEST_DATA / "xlmr-tokenizer", tmp_path_factory.mktemp("xlmr-tokenizer"))
+    assert (path / "sentencepiece.bpe.model").is_file(), "tests/data/xlmr-tokenizer is empty"
     return path
 
 

@@ -34,12 +34,9 @@ HINT = " — fix the row, or set data.skip_invalid: true to skip invalid rows"
 
 
 @pytest.fixture(scope="module")
-def real_dir() -> Path:
-    """The real MASSIVE files of this workplace (../shared/data/massive from the repo root)."""
-    path = REPO.parent / "shared" / "data" / "massive"
-    if not (path / "en-US.jsonl").is_file():
-        pytest.skip("real MASSIVE data (../shared/data/massive) not available")
-    return path
+def real_dir(massive_dir: Path) -> Path:
+    """The real MASSIVE files (tests/data/massive, decompressed by conftest's `massive_dir`)."""
+    return massive_dir
 
 
 @pytest.fixture(scope="module")

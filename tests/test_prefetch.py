@@ -15,26 +15,22 @@ import pytest
 from hpc_forget import prefetch as P
 from hpc_forget.config import config_from_dict
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "massive"
-if not SHARED.is_dir():  # a clone with shared/ beside it (CI) or inside the tree
-    SHARED = Path(__file__).resolve().parents[1] / "shared" / "data" / "massive"
 LOCALES = ["en-US", "de-DE"]
 
 
-def massive_rows(locale: str, n: int = 40) -> list[bytes]:
-    with open(SHARED / f"{locale}.jsonl", "rb") as f:
+def massive_rows(massive_dir: Path, locale: str, n: int = 40) -> list[bytes]:
+    """The first `n` lines of the real MASSIVE file of `locale` (conftest's `massive_dir`)."""
+    with open(massive_dir / f"{locale}.jsonl", "rb") as f:
         return [f.readline() for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
-def tarball(tmp_path_factory) -> Path:
+def tarball(tmp_path_factory, massive_dir: Path) -> Path:
     """A MASSIVE-1.1-shaped tarball (amazon-massive-dataset-1.1/data/<locale>.jsonl) of real rows."""
-    if not SHARED.is_dir():
-        pytest.skip(f"the shared MASSIVE files are not at {SHARED}")
     path = tmp_path_factory.mktemp("src") / "amazon-massive-dataset-1.1.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
         for loc in ("en-US", "de-DE", "sw-KE"):
-            data = b"".join(massive_rows(loc))
+            data = b"".join(massive_rows(massive_dir, loc))
             info = tarfile.TarInfo(f"1.1/data/{loc}.jsonl")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -129,12 +125,12 @@ def test_job_time_check_names_the_prefetch_command(tmp_path, tarball):
 
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory) -> Path:
+def model_folder(tmp_path_factory, massive_dir: Path) -> Path:
     """A real (tiny, untrained) XLM-R-shaped model folder, standing in for a Hub mirror."""
     from hpc_forget.models import build_tiny
 
     out = tmp_path_factory.mktemp("mirror") / "xlmr-mirror"
-    texts = [b.decode() for loc in ("en-US", "de-DE") for b in massive_rows(loc, 60)]
+    texts = [b.decode() for loc in ("en-US", "de-DE") for b in massive_rows(massive_dir, loc, 60)]
     texts = [json.loads(t)["utt"] for t in texts]
     build_tiny(texts, out, ["O", "B-time", "I-time"], vocab_size=300, mlm_steps=0)
     return out
@@ -191,16 +187,14 @@ def test_hub_models_are_pinned_and_the_pin_is_kept(tmp_path, model_folder, monke
     assert (tmp_path / "cache" / "models--org--m" / "refs" / "main").read_text() == "a" * 40
 
 
-def test_hub_parquet_form_becomes_jsonl_per_locale(tmp_path):
+def test_hub_parquet_form_becomes_jsonl_per_locale(tmp_path, massive_dir):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    if not SHARED.is_dir():
-        pytest.skip("shared MASSIVE files missing")
     hub = tmp_path / "hub-parquet"
     want = {}
     for loc in LOCALES:
-        rows = [json.loads(b) for b in massive_rows(loc, 300)]
+        rows = [json.loads(b) for b in massive_rows(massive_dir, loc, 300)]
         for part, split in (("train", "train"), ("dev", "validation"), ("test", "test")):
             sel = [r for r in rows if r["partition"] == part]
             if not sel:
