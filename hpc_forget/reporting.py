@@ -298,57 +298,23 @@ def _trainable_from_meta(run: RunData) -> float | None:
     return total / 1e6
 
 
-# The published shapes of the known presets (config.json of FacebookAI/xlm-roberta-base;
-# intfloat/multilingual-e5-base has the same), so that Table 1's Params column needs neither
-# torch nor the network. tests/test_reporting.py checks them against
-# hpc_forget.models.XLMR_BASE_CONFIG and models.params_table.
-_XLMR_BASE_SHAPE: dict[str, int] = {
-    "vocab_size": 250002,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "intermediate_size": 3072,
-    "max_position_embeddings": 514,
-    "type_vocab_size": 1,
-}
-PRESET_SHAPES: dict[str, dict[str, int]] = {
-    name: _XLMR_BASE_SHAPE
-    for name in (
-        "xlm-roberta-base",
-        "FacebookAI/xlm-roberta-base",
-        "multilingual-e5-base",
-        "intfloat/multilingual-e5-base",
-    )
-}
-
-
-def paper_params(shape: Mapping[str, int], method: str, rank: int, n_languages: int) -> int:
-    """Trainable parameters in the paper's convention, by arithmetic on a BERT-style shape:
-    the encoder with its pooler (full fine-tuning), or LoRA (``r * (in + out)``) on every linear
-    layer including the pooler; the classifier is not counted; MONO and NON-SHARED LoRA train
-    one copy per language. Equals ``hpc_forget.models.params_table(...)[...].paper``."""
-    V, H = shape["vocab_size"], shape["hidden_size"]
-    layers, inter = shape["num_hidden_layers"], shape["intermediate_size"]
-    P, types = shape["max_position_embeddings"], shape["type_vocab_size"]
-    if rank:
-        per_layer = 4 * rank * (H + H) + rank * (H + inter) + rank * (inter + H)
-        one = layers * per_layer + rank * (H + H)
-    else:
-        emb = (V + P + types) * H + 2 * H
-        per_layer = 4 * (H * H + H) + 2 * H + (H * inter + inter) + (inter * H + H) + 2 * H
-        one = emb + layers * per_layer + (H * H + H)
-    return one * (n_languages if METHOD_KIND.get(method) == "per-language" else 1)
-
-
 def default_params(key: Mapping[str, Any], n_languages: int) -> float | None:
-    """Trainable parameters in millions, the paper's convention, for a model of
-    :data:`PRESET_SHAPES` (:func:`paper_params`); None for any other model. Never imports
-    torch and never touches the network. Pass ``params=`` to :func:`analyze` to supply your
-    own callable ``(key, n_languages) -> M``."""
-    shape = PRESET_SHAPES.get(str(key.get("model", "")))
-    if shape is None:
+    """Trainable parameters in millions, the paper's convention, for a preset model
+    (:data:`hpc_forget.params.PRESETS`, by name or hub id, with or without ``@revision``),
+    from its shape alone (:func:`hpc_forget.params.encoder_counts`); None for any other model.
+    Never imports torch and never touches the network. Pass ``params=`` to :func:`analyze` to
+    supply your own callable ``(key, n_languages) -> M``."""
+    from hpc_forget.config import split_revision
+    from hpc_forget.params import PRESETS, XLMR_BASE_CONFIG, encoder_counts
+
+    model, _ = split_revision(str(key.get("model", "")))
+    if model not in PRESETS and model not in PRESETS.values():
         return None
-    method = str(key.get("method", ""))
-    return paper_params(shape, method, int(key.get("rank", 0) or 0), int(n_languages)) / 1e6
+    rank = int(key.get("rank", 0) or 0)
+    counts = encoder_counts(XLMR_BASE_CONFIG, [rank] if rank else [], num_labels=111)
+    one = counts.lora_paper[rank] if rank else counts.full_paper
+    copies = n_languages if METHOD_KIND.get(str(key.get("method", ""))) == "per-language" else 1
+    return one * copies / 1e6
 
 
 def attach_params(

@@ -241,14 +241,12 @@ def test_preset_params_by_arithmetic_match_the_paper():
 
 
 @pytest.mark.slow
-def test_preset_shapes_agree_with_models():
+def test_preset_params_agree_with_models():
     from hpc_forget import models
 
-    shape = Rp.PRESET_SHAPES["xlm-roberta-base"]
-    assert all(models.XLMR_BASE_CONFIG[k] == v for k, v in shape.items())
-    rows = models.params_table("xlm-roberta-base", 7, (8, 32))
-    for row in rows:
-        assert Rp.paper_params(shape, row.method, row.rank, 7) == row.paper, row
+    for row in models.params_table("xlm-roberta-base", 7, (8, 32)):
+        key = {"model": "xlm-roberta-base", "method": row.method, "rank": row.rank}
+        assert Rp.default_params(key, 7) == pytest.approx(row.paper / 1e6), row
 
 
 # ---------------------------------------------------------------------------- end to end
