@@ -204,3 +204,18 @@ def test_definition_file_copies_files_that_exist():
             continue
         src = shlex.split(line)[0]
         assert (ROOT / src).exists(), f"%files names {src}, which the repository lacks"
+
+
+@pytest.mark.parametrize("bad", ["\n", "\r", "\0", "\x1b", "\u2028"])
+def test_control_characters_never_reach_a_command_line(bad):
+    word = f"/x{bad}touch /tmp/hpcf-pwned"
+    with pytest.raises(C.ContainerError, match=r"^command word: .*control character"):
+        C.join_words(["python", word])
+    with pytest.raises(C.ContainerError, match=r"^environment HF_HOME: "):
+        C.container_command(None, ["python"], env={"HF_HOME": word})
+    with pytest.raises(C.ContainerError, match=r"^--container: "):
+        C.check_image(f"/images/x.sif{bad}")
+    with pytest.raises(C.ContainerError, match=r"^bind: "):
+        C.container_argv("/i.sif", ["python"], binds=[word])
+    with pytest.raises(C.ContainerError, match=r"^environment: 'A\s*B"):
+        C.env_lines({"A B": "1"})

@@ -204,6 +204,162 @@ def test_generated_scripts_parse_and_keep_paths_whole():
         assert opts["array"] == "0-1"
 
 
+# ============================================================================ hostile values
+
+HOSTILE = ["\n", "\r", "\0", "\x1b", "\x7f", "\x85", "\u2028", "\t"]
+
+
+def hostile_cases(bad: str) -> dict[str, dict]:
+    """The start of the expected error (the value's source) -> the submit() arguments that
+    carry ``bad`` from that source."""
+    inj = f"{bad}touch /tmp/hpcf-pwned"
+    return {
+        "config store:": {"cfg": {"store": f"/scratch/s{inj}"}},
+        "config cache_dir (or --cache):": {"cfg": {"cache_dir": f"/scratch/c{inj}"}},
+        "config name (the job name):": {"cfg": {"name": f"demo{inj}"}},
+        "--run-folder:": {"run_folder": f"/scratch/r{inj}"},
+        "--container:": {"container": f"/images/x.sif{inj}"},
+        "working directory:": {"workdir": f"/scratch/w{inj}"},
+        "--slurm: time:": {"slurm": [f"time=30{inj}"]},
+        "--slurm: partition:": {"slurm": [f"partition=debug{inj}"]},
+        "--slurm: setup:": {"slurm": [f"setup=module load x{inj}"]},
+        "--slurm: sbatch:": {"slurm": [f"sbatch=--mail-type=END{inj}"]},
+        "--slurm: python:": {"slurm": [f"python=/opt/py{inj}"]},
+        "--slurm: container_python:": {"slurm": [f"container_python=python{inj}"]},
+        "--slurm: gres:": {"slurm": [f"gres=gpu:1{inj}"]},
+        "--slurm:": {"slurm": [f"time{inj}=30"]},
+        # a Profile built in code, not loaded: the script builder still refuses
+        "site.yaml: python:": {"profile": {"python": f"/opt/py{inj}"}},
+        "site.yaml: setup[0]:": {"profile": {"setup": (f"echo{inj}",)}},
+        "site.yaml: partition:": {"profile": {"partition": f"a{inj}"}},
+        "site.yaml: sbatch[0]:": {"profile": {"sbatch": (f"--comment=x{inj}",)}},
+    }
+
+
+def hostile_submit(case: dict) -> None:
+    import dataclasses
+
+    cfg = load_config("demo", overrides={"store": "/scratch/store"})
+    cfg = dataclasses.replace(cfg, **case.get("cfg", {}))
+    prof = S.load_profile("local", case.get("slurm", ()))
+    if "profile" in case:
+        prof = dataclasses.replace(prof, source="site.yaml", **case["profile"])
+    S.submit(
+        cfg,
+        prof,
+        dry_run=True,
+        container=case.get("container"),
+        run_folder=case.get("run_folder", "/scratch/run"),
+        workdir=case.get("workdir", "/scratch/work"),
+        max_array_size=1001,
+    )
+
+
+@pytest.mark.parametrize("bad", HOSTILE, ids=[repr(c) for c in HOSTILE])
+def test_control_characters_are_rejected_from_every_source(bad, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for source, case in hostile_cases(bad).items():
+        with pytest.raises(S.SlurmError) as e:
+            hostile_submit(case)
+        msg = str(e.value)
+        assert "\n" not in msg and "\r" not in msg and "\0" not in msg, (source, msg)
+        assert repr(bad)[1:-1] in msg and "control character" in msg, (source, msg)
+        assert msg.startswith(source), (source, msg)
+    assert not (tmp_path / "hpcf-pwned").exists()
+
+
+def test_hostile_value_messages_golden(tmp_path, monkeypatch):
+    """The one-line message for a newline from each source (tests/golden/hostile-values.txt)."""
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    for source, case in hostile_cases("\n").items():
+        with pytest.raises(S.SlurmError) as e:
+            hostile_submit(case)
+        lines.append(f"{source}\n    {e.value}")
+    check_golden("hostile-values.txt", "\n".join(lines) + "\n")
+
+
+def test_a_newline_in_a_script_value_would_have_injected_a_command(tmp_path):
+    """Why the check exists: without it the script built from a newline path runs `touch`."""
+    marker = tmp_path / "pwned"
+    text = S.sbatch_script(
+        layout=nasty_layout(),
+        array="chains-0",
+        job_name="j",
+        count=1,
+        time_min=10,
+        profile=S.Profile(),
+        image=None,
+        python="/opt/venv/bin/python",
+    )
+    assert "\n#SBATCH --time=10\n" in text  # the normal script keeps every #SBATCH line
+    layout = S.JobLayout(run_folder=f"/r\ntouch {marker}", workdir="/w", store="/s", cache_dir="/c")
+    with pytest.raises(S.SlurmError, match=r"^--run-folder: '/r\\ntouch "):
+        S.sbatch_script(
+            layout=layout,
+            array="chains-0",
+            job_name="j",
+            count=1,
+            time_min=10,
+            profile=S.Profile(),
+            image=None,
+            python="/opt/venv/bin/python",
+        )
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("gres=gpu:x:y:z", "gres: 'gpu:x:y:z' is not a gres list"),
+        ("gres=gpu:a100:two", "is not a gres list"),
+        ("gres=gpu:", "is not a gres list"),
+        ("gres=:2", "is not a gres list"),
+        ("gres=gpu:1,,", "is not a gres list"),
+        ("cpus_per_task=\u0663", "cpus_per_task: must be an integer >= 1"),
+        ("cpus_per_task=-1", "cpus_per_task: must be an integer >= 1"),
+        ("max_array_size=0", "max_array_size: must be an integer >= 1"),
+        ("signal_lead_s=70000", "signal_lead_s: must be an integer between 0 and 65535"),
+        ("mem=16 G", "is not a Slurm memory size"),
+        ("partition=gpu;rm", "is not a partition name"),
+        ("partition=a b", "is not a partition name"),
+        ("account=lab$HOME", "is not a Slurm account name"),
+        ("qos=high,low", "is not a Slurm qos name"),
+        ("constraint=a100 h100", "is not a Slurm feature expression"),
+        ("time=1:2:3:4", "is not a Slurm time"),
+        ("time=1-", "is not a Slurm time"),
+        ("nv=maybe", "nv: must be true or false"),
+        ("setup=[unclosed", "setup: '[unclosed' is not a YAML list"),
+        ("sbatch=[a: b]", "sbatch: must be a list of strings"),
+        ("time", "use KEY=VALUE"),
+        ("=5", "the key before '=' is empty"),
+        (" =5", "the key before '=' is empty"),
+    ],
+)
+def test_profile_values_sbatch_would_reject_are_one_line_errors(override, needle):
+    with pytest.raises(S.SlurmError) as e:
+        S.load_profile("local", [override])
+    msg = str(e.value)
+    assert msg.startswith("--slurm") and needle in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "gpus"),
+    [("gres=gpu", 1), ("gres=gpu:2", 2), ("gres=gpu:a100:2", 2), ("gres=gpu:a100_80g:1,shard:4", 1),
+     ("gres=gpu:h100", 1), ("gres=null", 0)],
+)  # fmt: skip
+def test_gres_values_slurm_accepts(override, gpus):
+    assert S.load_profile("local", [override]).gpus == gpus
+
+
+def test_names_and_expressions_slurm_accepts():
+    p = S.load_profile(
+        "local",
+        ["partition=gpu,gpu-long", "account=lab.ai_2", "qos=normal", "constraint=a100|h100",
+         "mem=64g", "signal_lead_s=65535", "time=7-00:00:00"],
+    )  # fmt: skip
+    assert p.partition == "gpu,gpu-long" and p.constraint == "a100|h100" and p.mem == "64g"
+
+
 # ============================================================================ submit (no Slurm)
 
 SMALL = {
