@@ -434,10 +434,12 @@ def run_task(
             load_checkpoint(model, found[1])
         if start < first:
             log.info(
-                "%s: checkpoint of step %d missing, recomputing from step %d",
+                "%s: checkpoint after step %d/%d missing, recomputing from step %d/%d",
                 task.task_id,
-                first,
-                start,
+                first,  # the step before `first`, 1-based
+                len(task.steps),
+                start + 1,
+                len(task.steps),
             )
         for step in range(start, len(task.steps)):
             if should_stop():

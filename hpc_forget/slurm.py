@@ -714,16 +714,44 @@ def _run(argv: Sequence[str], *, timeout: float = 60) -> subprocess.CompletedPro
         raise SlurmError(f"{argv[0]}: no answer within {timeout:.0f} s; is slurmctld up?") from None
 
 
-def query_max_array_size() -> int | None:
-    """The cluster's MaxArraySize (``scontrol show config``), or None if unknown."""
+def array_limits(scontrol_config: str) -> dict[str, int]:
+    """The cluster's limits on one job array, from ``scontrol show config``: ``MaxArraySize``
+    (indices must stay below it) and ``SchedulerParameters=max_array_tasks=N`` (at most N
+    elements per array), which some sites set lower."""
+    out: dict[str, int] = {}
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", scontrol_config, re.M)
+    if m:
+        out["MaxArraySize"] = int(m.group(1))
+    m = re.search(r"^SchedulerParameters\s*=\s*(\S*)", scontrol_config, re.M)
+    if m:
+        t = re.search(r"(?:^|,)max_array_tasks=(\d+)", m.group(1))
+        if t:
+            out["max_array_tasks"] = int(t.group(1))
+    return out
+
+
+def query_array_limits() -> dict[str, int]:
+    """array_limits of this cluster ({} if scontrol is missing or does not answer)."""
     if shutil.which("scontrol") is None:
-        return None
+        return {}
     try:
         out = _run(["scontrol", "show", "config"], timeout=20)
     except SlurmError:
-        return None
-    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.M)
-    return int(m.group(1)) if m else None
+        return {}
+    return array_limits(out.stdout) if out.returncode == 0 else {}
+
+
+def query_max_array_size() -> int | None:
+    """How many tasks one array may hold here: the smaller of MaxArraySize and
+    max_array_tasks (arrays are indexed 0..count-1), or None if unknown."""
+    limits = query_array_limits()
+    return min(limits.values()) if limits else None
+
+
+def _describe_limit(limit: int, profile: Profile, cluster: Mapping[str, int]) -> str:
+    parts = [f"{k}={v}" for k, v in sorted(cluster.items())]
+    parts.append(f"profile max_array_size={profile.max_array_size}")
+    return f"arrays split at {limit} tasks ({', '.join(parts)})"
 
 
 def check_image_versions(image: str) -> str:
@@ -756,11 +784,18 @@ def check_image_versions(image: str) -> str:
     )
 
 
-def sbatch_submit(script_path: str) -> str:
-    """One sbatch call; returns the job id."""
+def sbatch_submit(script_path: str, *, size: int | None = None) -> str:
+    """One sbatch call; returns the job id. ``size``: the array's element count, named in the
+    error when sbatch rejects the array."""
     res = _run(["sbatch", "--parsable", script_path])
     if res.returncode != 0:
         msg = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
+        if "array" in msg.lower() and size is not None:
+            msg += (
+                f"; this array has {size} task(s): the site may limit arrays below MaxArraySize"
+                " (SchedulerParameters=max_array_tasks, or a QOS); lower the profile's"
+                " max_array_size (--slurm max_array_size=N) and resubmit"
+            )
         raise SlurmError(f"sbatch {script_path}: {msg}")
     job_id = res.stdout.strip().split(";")[0]
     if not job_id.isdigit():
@@ -953,7 +988,8 @@ def submit(
     index = StepIndex(Store(store))
     todo = [t for t in chosen if not set(t["step_indices"]) <= index.done(t["run_id"])]
     notes: list[str] = []
-    cluster_max = query_max_array_size() if max_array_size is None else None
+    cluster = query_array_limits() if max_array_size is None else {}
+    cluster_max = min(cluster.values()) if cluster else None
     limit = min(x for x in (max_array_size, cluster_max, profile.max_array_size) if x is not None)
     if image is not None and not dry_run:
         notes.append(check_image_versions(image))
@@ -976,7 +1012,7 @@ def submit(
     if dry_run:
         if skipped:
             notes.append(f"{skipped} task(s) already complete in the store are left out")
-        notes.append(f"arrays split at {limit} tasks (MaxArraySize)")
+        notes.append(_describe_limit(limit, profile, cluster))
         return SubmitResult(
             run_folder=str(folder),
             skipped_done=skipped,
@@ -1025,7 +1061,7 @@ def _launch(
     for a in arrays:
         _write_json(Path(a.manifest_path), a.manifest)
         Path(a.script_path).write_text(a.script, encoding="utf-8")
-        a.job_id = sbatch_submit(a.script_path)
+        a.job_id = sbatch_submit(a.script_path, size=a.size)
         rec = {
             "name": a.name,
             "group": a.group,

@@ -60,6 +60,16 @@ def test_shipped_profiles_load():
     assert gpu.sbatch == ("--mail-type=FAIL",)
 
 
+def test_the_command_lines_in_the_shipped_profiles_work():
+    """Profile comments show users how to override a key: that is --slurm, never --set."""
+    for path in sorted((ROOT / "slurm" / "profiles").glob("*.yaml")):
+        text = path.read_text()
+        for key in S.PROFILE_KEYS:
+            assert f"--set {key}=" not in text, f"{path.name}: --set {key}= is --slurm {key}="
+        for pair in re.findall(r"--slurm (\S+=\S+)", text):
+            S.load_profile(str(path), [pair])
+
+
 def test_overrides_on_the_command_line():
     p = S.load_profile(
         "local", ["time=2:00:00", "array_throttle=4", "setup=module load x", "gres=gpu:2"]
@@ -360,6 +370,52 @@ def test_names_and_expressions_slurm_accepts():
     assert p.partition == "gpu,gpu-long" and p.constraint == "a100|h100" and p.mem == "64g"
 
 
+# ============================================================================ array limits
+
+SCONTROL_CONFIG = """Configuration data as of 2026-12-02T18:00:00
+MaxArraySize            = 1001
+MaxJobCount             = 10000
+SchedulerParameters     = bf_continue,max_array_tasks=200,bf_window=4320
+SchedulerType           = sched/backfill
+"""
+
+
+def test_array_limits_read_max_array_tasks_too():
+    assert S.array_limits(SCONTROL_CONFIG) == {"MaxArraySize": 1001, "max_array_tasks": 200}
+    assert S.array_limits("MaxArraySize = 50\nSchedulerParameters = (null)\n") == {
+        "MaxArraySize": 50
+    }
+    assert S.array_limits("") == {}
+
+
+def test_submit_splits_at_max_array_tasks_below_max_array_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(S.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(
+        S,
+        "_run",
+        lambda argv, timeout=60: subprocess.CompletedProcess(argv, 0, SCONTROL_CONFIG, ""),
+    )
+    assert S.query_max_array_size() == 200
+    cfg = small_demo(tmp_path)
+    prof = S.load_profile("local", ["max_array_size=500"])
+    res = S.submit(cfg, prof, dry_run=True, run_folder=tmp_path / "r")
+    assert "arrays split at 200 tasks (MaxArraySize=1001, max_array_tasks=200, profile" in (
+        res.summary()
+    )
+
+
+def test_an_array_sbatch_rejects_names_max_array_size(monkeypatch):
+    err = "sbatch: error: Batch job submission failed: Invalid job array specification"
+    monkeypatch.setattr(
+        S, "_run", lambda argv, timeout=60: subprocess.CompletedProcess(argv, 1, "", err)
+    )
+    with pytest.raises(S.SlurmError) as e:
+        S.sbatch_submit("/r/scripts/chains-0.sbatch", size=500)
+    msg = str(e.value)
+    assert "\n" not in msg and "Invalid job array specification" in msg
+    assert "500 task(s)" in msg and "max_array_tasks" in msg and "--slurm max_array_size=N" in msg
+
+
 # ============================================================================ submit (no Slurm)
 
 SMALL = {
@@ -415,7 +471,7 @@ def fake_submit(tmp_path: Path, monkeypatch, cfg=None, **kw) -> Path:
     """submit() with sbatch replaced by a counter: job ids 100, 101, ..."""
     calls: list[str] = []
 
-    def fake_sbatch(path: str) -> str:
+    def fake_sbatch(path: str, size: int | None = None) -> str:
         calls.append(path)
         return str(100 + len(calls) - 1)
 
@@ -555,7 +611,7 @@ def test_resubmit_only_failed_and_missing(tmp_path, monkeypatch):
     chains = [t for t in tasks if t.kind == "sequential"]
     # submit only the chains: the independent tasks are "missing"
     run = tmp_path / "run"
-    monkeypatch.setattr(S, "sbatch_submit", lambda p: "200")
+    monkeypatch.setattr(S, "sbatch_submit", lambda p, size=None: "200")
     S.submit(cfg, S.load_profile("local"), run_folder=run, tasks=chains, max_array_size=50)
     from hpc_forget.slurm import task_record
 
@@ -571,7 +627,9 @@ def test_resubmit_only_failed_and_missing(tmp_path, monkeypatch):
     assert list(st.values()).count("missing") == 10
     monkeypatch.setattr(S, "_alive_elements", lambda ids: {"200_2", "200_3"})
     ids: list[str] = []
-    monkeypatch.setattr(S, "sbatch_submit", lambda p: ids.append(p) or str(300 + len(ids)))
+    monkeypatch.setattr(
+        S, "sbatch_submit", lambda p, size=None: ids.append(p) or str(300 + len(ids))
+    )
     res = S.resubmit(run)
     names = {a["name"]: a["size"] for a in res.arrays}
     assert names == {"r1-chains-0": 1, "r1-independent-0": 10}
@@ -609,6 +667,29 @@ def test_status_of_10000_tasks_smoke(tmp_path):
         st.counts()[s] > 1000 for s in ("pending", "running", "done", "failed")
     )
     assert dt < 15, f"status took {dt:.1f} s for {n} tasks"
+
+
+HEAVY = ("torch", "transformers", "peft", "accelerate", "datasets", "submitit")
+
+
+def test_status_imports_nothing_heavy(tmp_path, monkeypatch):
+    """`hpc-forget status` starts fast: neither the status path of hpc_forget.slurm nor the CLI
+    command imports torch or a Hugging Face library (run in a fresh interpreter)."""
+    run = fake_submit(tmp_path, monkeypatch)
+    code = (
+        "import sys\n"
+        "from hpc_forget.slurm import status\n"
+        f"print(status({str(run)!r}).format().splitlines()[0])\n"
+        "from hpc_forget.cli import cli\n"
+        f"cli.main(['status', {str(run)!r}], standalone_mode=False)\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert "14 task(s)" in res.stdout
 
 
 def test_missing_run_folder_is_one_line(tmp_path):
