@@ -370,6 +370,7 @@ def load_profile(spec: str | None, overrides: Mapping[str, str] | Iterable[str] 
         if not isinstance(raw, dict):
             raise SlurmError(f"{path}: a profile is a mapping of keys to values")
         for k in raw:
+            check_text(str(k), str(path), SlurmError)
             if k not in PROFILE_KEYS:
                 raise SlurmError(f"{path}: {k}: unknown key; allowed: {', '.join(PROFILE_KEYS)}")
     return with_overrides(profile_from_mapping(raw, name=name, source=source), overrides)

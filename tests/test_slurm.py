@@ -91,6 +91,8 @@ def test_overrides_on_the_command_line():
         ("sbatch: [exclusive]\n", "is not an sbatch option"),
         ("sbatch: ['--array=0-3']\n", "--array is set by hpc-forget"),
         ("partition: [a\n", "cannot parse the profile"),
+        ('"time\\n30": 5\n', "contains the control character '\\n'"),
+        ('partition: "gpu\\ntouch x"\n', "partition: 'gpu\\ntouch x' contains the control"),
     ],
 )
 def test_profile_errors_are_one_line_naming_file_and_key(tmp_path, content, needle):
