@@ -342,3 +342,38 @@ def test_revision_conflicts_and_tiny_are_one_line():
     assert M.load_config("xlm-roberta-base@abc").hidden_size == 768  # built in, no download
     assert M.hub_id("xlm-roberta-base@abc") == "FacebookAI/xlm-roberta-base"
     assert P.model_needs_fetch("xlm-roberta-base@abc") and not P.model_needs_fetch("tiny")
+
+
+def test_the_hub_loader_reads_the_parquet_conversion_with_the_real_datasets(tmp_path, monkeypatch):
+    """load_massive('hf:AmazonScience/massive') asks `datasets` for the parquet branch's
+    <locale>/<split>/*.parquet files (no loading script); the real loader, pointed at a local
+    copy of that layout, reads them."""
+    pa = pytest.importorskip("pyarrow")
+    import datasets
+    import pyarrow.parquet as pq
+
+    if not SHARED.is_dir():
+        pytest.skip("shared MASSIVE files missing")
+    hub = tmp_path / "parquet-branch"
+    rows = [json.loads(b) for b in massive_rows("en-US", 200)]
+    for part, split in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        sel = [r for r in rows if r["partition"] == part] or rows[:1]
+        (hub / "en-US" / split).mkdir(parents=True)
+        table = pa.Table.from_pylist(
+            [{k: r[k] for k in ("id", "locale", "utt", "annot_utt")} for r in sel]
+        )
+        pq.write_table(table, hub / "en-US" / split / "0000.parquet")
+    real = datasets.load_dataset
+    asked = []
+
+    def local_hub(name, **kw):
+        asked.append((name, kw["revision"]))
+        kw.pop("revision")
+        return real(str(hub), cache_dir=str(tmp_path / "hf"), **kw)
+
+    monkeypatch.setattr(datasets, "load_dataset", local_hub)
+    from hpc_forget.data import load_massive
+
+    corpus = load_massive("hf:AmazonScience/massive", ["en-US"])
+    assert asked == [("AmazonScience/massive", "refs/convert/parquet")]
+    assert corpus.locales == ["en-US"] and len(corpus.examples["en-US"]) >= 3

@@ -321,3 +321,19 @@ def test_a_stop_before_any_step_names_it_1_based_and_the_task_once(tmp_path, cap
     assert rc == W.EXIT_PREEMPTED
     line = [x for x in capsys.readouterr().err.splitlines() if "stopped before" in x][-1]
     assert line.endswith("stopped before step 1/4") and line.count(task.run_id) == 1, line
+
+
+def test_a_stop_inside_a_step_names_the_step_1_based():
+    class Task:
+        run_id = "r"
+        step_indices = (0, 1, 2, 3)
+        steps = ("a", "b", "c", "d")
+
+    class Store:
+        def done_steps(self, run_id):
+            return {0, 1}
+
+    assert W.stop_message("stopped before epoch 2", Task(), Store()) == (
+        "step 3/4: stopped before epoch 2"
+    )
+    assert W.stop_message("stopped before step 3/4", Task(), Store()) == "stopped before step 3/4"
