@@ -18,7 +18,9 @@ the command runs on the host unchanged.
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +61,39 @@ class Raw:
 Word = str | Raw
 
 
+def control_char(text: str) -> str | None:
+    """The first control character of ``text`` (newline, carriage return, NUL, tab, DEL, the
+    C1 range, Unicode line/paragraph separators), or None. Quoting cannot make these safe in a
+    generated script: a newline ends an ``#SBATCH`` line or a command."""
+    for c in text:
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp"):
+            return c
+    return None
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for a one-line message."""
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 4] + "…" + r[-3:]
+
+
+def check_text(value: object, source: str, error: type[Exception] = ContainerError) -> None:
+    """Raise ``error`` (one line naming ``source`` and the value) if ``value`` holds a control
+    character. Every value that reaches a generated script or command line passes here."""
+    if isinstance(value, Raw):
+        value = value.text
+    if not isinstance(value, str):
+        return
+    c = control_char(value)
+    if c is not None:
+        raise error(
+            f"{source}: {shorten(value)} contains the control character {c!r}, which no"
+            " generated script or command line can carry safely; remove it"
+        )
+
+
 def quote_word(word: Word) -> str:
+    check_text(word, "command word")
     return word.text if isinstance(word, Raw) else shlex.quote(word)
 
 
@@ -70,6 +104,7 @@ def join_words(argv: Iterable[Word]) -> str:
 
 def check_bind_path(path: str, option: str) -> None:
     """Apptainer's --bind syntax splits on ',' and ':'; such paths cannot be bound."""
+    check_text(path, option)
     bad = [c for c in (",", ":") if c in path]
     if bad:
         raise ContainerError(
@@ -82,6 +117,7 @@ def check_bind_path(path: str, option: str) -> None:
 
 def check_image(image: str) -> str:
     """The image as an absolute path; ContainerError naming --container if it is unusable."""
+    check_text(image, "--container")
     if image in ("", "none"):
         raise ContainerError("--container: give an image path, or 'none' to run on the host")
     if "://" in image:
@@ -113,6 +149,10 @@ def forward_loop(patterns: Sequence[str]) -> str:
 
 def env_lines(env: Mapping[str, str]) -> list[str]:
     """``export NAME='value'`` lines, sorted by name."""
+    for k in env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise ContainerError(f"environment: {shorten(k)} is not a variable name")
+        check_text(env[k], f"environment {k}")
     return [f"export {k}={shlex.quote(env[k])}" for k in sorted(env)]
 
 

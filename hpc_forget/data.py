@@ -88,6 +88,11 @@ SPLITS: tuple[str, ...] = ("train", "dev", "test")
 CHAR_SPLIT_LOCALES: frozenset[str] = frozenset({"ja-JP", "zh-CN", "zh-TW"})
 
 HUB_ID = "AmazonScience/massive"
+# MASSIVE on the Hub is a loading-script dataset, which `datasets` 4+ refuses to run ("Dataset
+# scripts are no longer supported"); the Hub's parquet conversion of it lives on this branch,
+# one folder per config: <config>/<split>/0000.parquet (config = locale, or all_1.1).
+HUB_PARQUET_REVISION = "refs/convert/parquet"
+HUB_SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SAMPLES_DIR: Path = Path(__file__).resolve().parent / "assets" / "massive"
 SAMPLE_SEED = 0
 # Rows per locale and split in the shipped samples (de-DE and sw-KE have no train split).
@@ -600,16 +605,21 @@ def _load_disk(path: Path, wanted: Sequence[str] | None, builder: _Builder) -> l
     return locales
 
 
+def hub_parquet_files(config: str) -> dict[str, str]:
+    """``data_files`` of one config in the Hub's parquet conversion, split -> glob."""
+    return {split: f"{config}/{split}/*.parquet" for split in HUB_SPLITS}
+
+
 def _load_hub(name: str, wanted: Sequence[str] | None, builder: _Builder) -> list:
+    """A Hub dataset through its parquet conversion (no loading script is ever run)."""
     import datasets
 
-    configs = list(wanted) if wanted is not None else ["all_1.1" if name == HUB_ID else None]
+    default = "all_1.1" if name == HUB_ID else "default"
+    configs = list(wanted) if wanted is not None else [default]
     for config in configs:
         try:
-            dd = (
-                datasets.load_dataset(name, config)
-                if config is not None
-                else datasets.load_dataset(name)
+            dd = datasets.load_dataset(
+                name, data_files=hub_parquet_files(config), revision=HUB_PARQUET_REVISION
             )
         except Exception as e:  # noqa: BLE001 - any failure is reported as one line
             what = f"locale {config}" if wanted is not None else "the dataset"

@@ -241,6 +241,7 @@ def _run_step(
     progress: bool,
 ) -> None:
     from hpc_forget.data import LABELS
+    from hpc_forget.models import resolved_revision
 
     cfg, key = ws.cfg, task.key
     tc = cfg.train
@@ -327,7 +328,7 @@ def _run_step(
             scores=scores,
             dev_curve=result.dev_curve,
             meta=meta,
-            provenance=provenance(),
+            provenance=provenance(model_revision=resolved_revision(path, ws.cache_dir)),
         )
     accelerator.wait_for_everyone()
     test_avg = sum(scores.values()) / len(scores)
@@ -429,7 +430,7 @@ def run_task(
             )
         for step in range(start, n):
             if should_stop():
-                raise Preempted(f"{task.task_id}: stopped before step {step + 1}/{n}")
+                raise Preempted(f"stopped before step {step + 1}/{n}")
             # A step already in the store is recomputed only to rebuild the weights of a
             # missing checkpoint; put_step is idempotent.
             _run_step(
@@ -441,7 +442,7 @@ def run_task(
         return ran
     for step in todo:
         if should_stop():
-            raise Preempted(f"{task.task_id}: stopped before step {step + 1}/{len(task.steps)}")
+            raise Preempted(f"stopped before step {step + 1}/{len(task.steps)}")
         model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1 - step))
         _run_step(ws, task, model, path, step, store, should_stop=should_stop, progress=progress)
         ran += 1

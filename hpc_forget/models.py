@@ -65,9 +65,36 @@ _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # XLM-R ids 0..3; <mask> is the l
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``NAME@REVISION`` -> (NAME, REVISION); an existing folder (even with ``@`` in its name) and
+    a spec without ``@`` -> (spec, None). See config.split_revision."""
+    from hpc_forget.config import split_revision
+
+    if "@" not in spec or Path(spec).expanduser().exists():
+        return spec, None
+    return split_revision(spec)
+
+
 def hub_id(spec: str) -> str:
-    """The hub id or path a spec stands for (a preset name becomes its hub id)."""
-    return PRESETS.get(spec, spec)
+    """The hub id or path a spec stands for (a preset name becomes its hub id; a pinned
+    ``@REVISION`` is dropped: see split_spec)."""
+    name, _ = split_spec(spec)
+    return PRESETS.get(name, name)
+
+
+def _revision(spec: str, revision: str | None) -> tuple[str, str | None]:
+    """(name, revision) from a spec and an explicit revision; ModelError if they disagree."""
+    name, pinned = split_spec(spec)
+    if pinned and revision and pinned != revision:
+        raise ModelError(
+            f"model '{spec}' pins revision {pinned} but revision {revision} was asked for:"
+            " name one revision"
+        )
+    if name == TINY and pinned:
+        raise ModelError(
+            f"model '{spec}': the 'tiny' preset is built locally and has no revision; write tiny"
+        )
+    return name, pinned or revision
 
 
 def is_offline() -> bool:
@@ -123,20 +150,23 @@ def _first_line(exc: BaseException) -> str:
 
 def _resolve_source(
     spec: str, *, cache_dir: str | os.PathLike | None, revision: str | None
-) -> tuple[str, bool]:
-    """Where from_pretrained should read `spec`: (path or hub id, is_local).
+) -> tuple[str, bool, str | None]:
+    """Where from_pretrained should read `spec`: (path or hub id, is_local, revision).
+
+    A ``NAME@REVISION`` spec pins the revision (a commit hash, tag or branch).
 
     In offline mode a hub id is resolved to its snapshot folder in the cache first, so that a
     missing model fails at once (transformers would otherwise still probe the network for
     optional files) and loading never touches the network.
     """
+    spec, revision = _revision(spec, revision)
     if spec == TINY:
         raise ModelError(
             "the 'tiny' preset is built from the run's own training texts: call "
             "resolve_model_spec('tiny', texts_fn=..., cache_dir=...) and load the folder it returns"
         )
     if spec not in PRESETS and (local := _local_dir(spec)) is not None:
-        return str(local), True
+        return str(local), True, None
     name = hub_id(spec)
     if is_offline():
         from huggingface_hub import snapshot_download
@@ -151,8 +181,8 @@ def _resolve_source(
             if revision:
                 reason += f" at revision {revision}"
             raise ModelError(_not_offline_message(name, reason)) from None
-        return str(path), True
-    return name, False
+        return str(path), True, revision
+    return name, False, revision
 
 
 def _load_failed(spec: str, source: str, is_local: bool, exc: BaseException) -> ModelError:
@@ -372,7 +402,7 @@ def load_tokenizer(
     """
     from transformers import AutoTokenizer, XLMRobertaTokenizerFast
 
-    source, is_local = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
+    source, is_local, revision = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
     cls: Any = AutoTokenizer
     folder = Path(source)
     if (
@@ -420,7 +450,7 @@ def load_model(
             f"labels for model '{spec}' must be a non-empty list without duplicates "
             f"(got {len(labels)}, {len(set(labels))} distinct): pass the dataset's label map"
         )
-    source, is_local = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
+    source, is_local, revision = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
     kwargs: dict[str, Any] = {} if is_local else {"cache_dir": cache_dir, "revision": revision}
     _check_folder(spec, source, is_local, (*_MODEL_FILES, "*"))
     try:
@@ -469,11 +499,12 @@ def load_config(
     from transformers import AutoConfig, XLMRobertaConfig
 
     extra = {} if num_labels is None else {"num_labels": num_labels}
-    if spec in PRESETS:
+    name, _ = _revision(spec, revision)
+    if name in PRESETS:
         return XLMRobertaConfig(**XLMR_BASE_CONFIG, **extra)
-    if spec == TINY:
+    if name == TINY:
         return tiny_config(4000, num_labels or 2)
-    source, is_local = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
+    source, is_local, revision = _resolve_source(spec, cache_dir=cache_dir, revision=revision)
     kwargs: dict[str, Any] = {} if is_local else {"cache_dir": cache_dir, "revision": revision}
     _check_folder(spec, source, is_local, ("config.json",))
     try:
@@ -489,7 +520,9 @@ def prefetch_model(
     """Download a hub model's config, tokenizer and safetensors weights into the cache.
 
     Returns the local folder. Local paths and "tiny" need nothing and are returned as they are.
+    A ``NAME@REVISION`` spec fetches that revision.
     """
+    spec, revision = _revision(spec, revision)
     if spec == TINY:
         return spec
     local = None if spec in PRESETS else _local_dir(spec)
@@ -876,11 +909,14 @@ def resolve_model_spec(
     "tiny" builds (once) a tiny model from `texts_fn()` into <cache_dir>/tiny-<hash> and
     returns that folder; the hash covers the texts, labels and settings (MLM steps included). The build goes to a
     temporary folder renamed into place, so concurrent workers never see half a model.
-    Presets become hub ids; paths get "~" expanded; anything else is returned unchanged.
+    Presets become hub ids (a pinned ``@REVISION`` is kept: ``FacebookAI/xlm-roberta-base@REV``);
+    paths get "~" expanded; anything else is returned unchanged.
     """
-    if spec != TINY:
-        name = hub_id(spec)
-        return str(Path(name).expanduser()) if name.startswith("~") else name
+    base, revision = _revision(spec, None)
+    if base != TINY:
+        name = hub_id(base)
+        name = str(Path(name).expanduser()) if name.startswith("~") else name
+        return f"{name}@{revision}" if revision else name
     texts = _canonical_texts(texts_fn())
     key = tiny_key(texts, labels, vocab_size=vocab_size, mlm_steps=mlm_steps, **cfg)
     final = Path(cache_dir).expanduser() / f"tiny-{key}"
@@ -935,6 +971,37 @@ def cached_tiny(final: Path, build: Callable[[Path], Any]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@functools.cache
+def resolved_revision(path: str, cache_dir: str | None = None) -> str:
+    """Which weights a resolved spec (what resolve_model_spec returned) stands for, for the
+    provenance of every score: the commit hash of a Hub model (its snapshot folder in the
+    cache, as loaded offline or downloaded by from_pretrained), ``"tiny-<sha256 of the files,
+    16 hex>"`` for a tiny model, ``"local"`` for a plain folder, the pinned revision (or
+    ``"unknown"``) when the cache holds no snapshot of it."""
+    name, revision = split_spec(path)
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if folder.parent.name == "snapshots" and _COMMIT_RE.match(folder.name):
+            return folder.name
+        if (folder / "hpc_forget_tiny.json").is_file():
+            from hpc_forget.prefetch import tree_digest
+
+            return f"tiny-{tree_digest(folder)[0][:16]}"
+        return "local"
+    from huggingface_hub import snapshot_download
+
+    try:
+        snap = snapshot_download(
+            hub_id(name), cache_dir=cache_dir, revision=revision, local_files_only=True
+        )
+    except Exception:  # noqa: BLE001 - provenance never fails a step
+        return revision or "unknown"
+    return Path(snap).name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,13 +36,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_forget.data import HUB_ID as MASSIVE_HUB
+from hpc_forget.data import HUB_PARQUET_REVISION as MASSIVE_HUB_REVISION
 from hpc_forget.errors import PrefetchError
 
 RECORD = "prefetch.json"
 RECORD_FORMAT = "hpc-forget-prefetch"
-MASSIVE_URL = "https://amazon-massive-dataset.s3.amazonaws.com/amazon-massive-dataset-1.1.tar.gz"
-MASSIVE_HUB = "AmazonScience/massive"
-MASSIVE_HUB_REVISION = "refs/convert/parquet"
+# The official URL (README of github.com/alexa/massive). Amazon publishes no checksum; this
+# sha256 (40,251,390 bytes) is the one several independent projects record for the file, and a
+# download of the official URL is checked against it unless the URL carries its own #sha256=.
+MASSIVE_URL = (
+    "https://amazon-massive-nlu-dataset.s3.amazonaws.com/amazon-massive-dataset-1.1.tar.gz"
+)
+MASSIVE_SHA256 = "4cba5faa11c71437928e17cb1b9b3d8b8e727e7ea363a3a9a8045e19c0491577"
+MASSIVE_BYTES = 40_251_390
+KNOWN_SHA256: dict[str, str] = {MASSIVE_URL: MASSIVE_SHA256}
 DATA_KEY = "massive"  # the key of the data item in `sources`
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _WEIGHTS = ("*.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
@@ -108,8 +116,9 @@ def data_needs_fetch(source: str) -> bool:
 
 def model_needs_fetch(spec: str) -> bool:
     """Presets and Hub ids need the network; 'tiny' and local folders do not."""
-    from hpc_forget.models import PRESETS, TINY
+    from hpc_forget.models import PRESETS, TINY, split_spec
 
+    spec, _ = split_spec(spec)
     if spec == TINY:
         return False
     if spec in PRESETS:
@@ -239,18 +248,44 @@ def _repo_dir(cache: Path, repo_id: str) -> Path:
     return cache / ("models--" + repo_id.replace("/", "--"))
 
 
-def _pin_main(cache: Path, repo_id: str, commit: str) -> None:
-    """Make offline loads without a revision resolve to ``commit``."""
+def _pin_main(cache: Path, repo_id: str, commit: str, revision: str | None = None) -> None:
+    """Make offline loads resolve to ``commit``: loads without a revision (``refs/main``), or,
+    for a config that pins a tag, branch or short hash, loads of that revision
+    (``refs/<revision>``). A full commit hash needs no ref: its snapshot folder is named by it."""
+    if revision is not None and _SHA_RE.match(revision):
+        return
     refs = _repo_dir(cache, repo_id) / "refs"
     refs.mkdir(parents=True, exist_ok=True)
-    (refs / "main").write_text(commit)
+    (refs / (revision or "main")).write_text(commit)
 
 
-def _model_from_folder(spec: str, repo_id: str, folder: Path, cache: Path) -> Item:
-    """Copy a local model folder into the Hub cache layout under a content-hash commit."""
+def cached_snapshot(cache: Path, repo_id: str, revision: str | None) -> Path | None:
+    """The snapshot folder an offline load of ``repo_id`` at ``revision`` reads (as
+    huggingface_hub resolves it: a full commit names the folder, anything else is a ref), if it
+    holds a config.json."""
+    repo = _repo_dir(cache, repo_id)
+    if revision is not None and _SHA_RE.match(revision):
+        commit = revision
+    else:
+        try:
+            commit = (repo / "refs" / (revision or "main")).read_text().strip()
+        except OSError:
+            return None
+    snap = repo / "snapshots" / commit
+    return snap if (snap / "config.json").is_file() else None
+
+
+def _model_from_folder(
+    spec: str, repo_id: str, folder: Path, cache: Path, revision: str | None = None
+) -> Item:
+    """Copy a local model folder into the Hub cache layout under a content-hash commit (or
+    under the full commit hash the config pins: the mirror stands for that revision)."""
     verify_model_folder(folder, f"model {spec}")
     digest, n, size = tree_digest(folder)
-    commit = hashlib.sha1(digest.encode()).hexdigest()  # 40 hex like a git commit
+    if revision is not None and _SHA_RE.match(revision):
+        commit = revision
+    else:
+        commit = hashlib.sha1(digest.encode()).hexdigest()  # 40 hex like a git commit
     snap = _repo_dir(cache, repo_id) / "snapshots" / commit
     if not snap.is_dir():
         snap.parent.mkdir(parents=True, exist_ok=True)
@@ -260,23 +295,27 @@ def _model_from_folder(spec: str, repo_id: str, folder: Path, cache: Path) -> It
             os.replace(tmp, snap)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    _pin_main(cache, repo_id, commit)
+    _pin_main(cache, repo_id, commit, revision)
     return Item("model", spec, str(folder.absolute()), commit, str(snap.relative_to(cache)),
                 digest, n, size, _now())  # fmt: skip
 
 
-def _model_from_hub(spec: str, repo_id: str, revision: str | None, cache: Path) -> Item:
-    from hpc_forget.models import ModelError, prefetch_model
+def _model_from_hub(
+    spec: str, repo_id: str, revision: str | None, cache: Path, pinned: str | None = None
+) -> Item:
+    """``revision``: what to fetch; ``pinned``: the revision the config names (if any)."""
+    from hpc_forget.models import ModelError, prefetch_model, split_spec
 
     try:
-        path = Path(prefetch_model(spec, cache_dir=str(cache), revision=revision))
+        name, _ = split_spec(spec)
+        path = Path(prefetch_model(name, cache_dir=str(cache), revision=revision))
     except ModelError as exc:
         raise PrefetchError(str(exc)) from None
     commit = path.name
     if not _SHA_RE.match(commit):
         raise PrefetchError(f"model {spec}: unexpected snapshot folder {path}")
     verify_model_folder(path, f"model {spec}")
-    _pin_main(cache, repo_id, commit)
+    _pin_main(cache, repo_id, commit, pinned)
     digest, n, size = tree_digest(path)
     return Item("model", spec, f"hub:{repo_id}", commit, os.path.relpath(path, cache), digest,
                 n, size, _now())  # fmt: skip
@@ -325,6 +364,7 @@ def _data_from_url(
     spec: str, url: str, cache: Path, locales: list[str], rec: PrefetchRecord
 ) -> Item:
     base, expected = _split_sha(url)
+    expected = expected or KNOWN_SHA256.get(base)
     old = rec.find("data", spec)
     if old is not None and old.source == base and (cache / old.path).is_file():
         # fetched before: verify instead of downloading again
@@ -419,7 +459,7 @@ def prefetch(
     (``{spec: commit}``); otherwise the revision recorded by an earlier prefetch is fetched
     again (``update=True`` takes the Hub's ``main`` now).
     """
-    from hpc_forget.models import hub_id
+    from hpc_forget.models import hub_id, split_spec
 
     cache = Path(cache_dir).absolute() if cache_dir is not None else Path(default_cache(cfg))
     if cfg.cache_dir and Path(cfg.cache_dir).absolute() != cache:
@@ -433,12 +473,17 @@ def prefetch(
     rec = read_record(cache)
     locales = list(cfg.data.languages)
     for spec in cfg.models:
+        _, pinned = split_spec(spec)  # NAME@REVISION in the config
         if spec in sources:
-            rec.put(_model_from_folder(spec, hub_id(spec), Path(sources[spec]).expanduser(), cache))
+            mirror = Path(sources[spec]).expanduser()
+            rec.put(_model_from_folder(spec, hub_id(spec), mirror, cache, pinned))
         elif model_needs_fetch(spec):
             old = rec.find("model", spec)
-            pin = revisions.get(spec) or (old.revision if old and not update else None)
-            rec.put(_model_from_hub(spec, hub_id(spec), pin, cache))
+            # a commit the config pins > the recorded one (a lock) > a tag/branch the config names
+            full = pinned if pinned and _SHA_RE.match(pinned) else None
+            locked = old.revision if old and not update else None
+            pin = revisions.get(spec) or full or locked or pinned
+            rec.put(_model_from_hub(spec, hub_id(spec), pin, cache, pinned))
         write_record(rec)
     src = cfg.data.source
     override = sources.get(DATA_KEY)
@@ -466,7 +511,7 @@ def check_prefetched(cfg: Any, cache_dir: str | os.PathLike | None) -> Any:
     PrefetchError naming the prefetch command otherwise."""
     import dataclasses
 
-    from hpc_forget.models import hub_id
+    from hpc_forget.models import hub_id, split_spec
 
     cache = Path(cache_dir) if cache_dir is not None else Path(default_cache(cfg))
     hint = prefetch_hint(cfg.name, str(cache))
@@ -474,12 +519,12 @@ def check_prefetched(cfg: Any, cache_dir: str | os.PathLike | None) -> Any:
     for spec in cfg.models:
         if not model_needs_fetch(spec):
             continue
-        item = rec.find("model", spec)
-        repo = _repo_dir(cache, hub_id(spec))
-        has_snapshot = item is not None and (cache / item.path / "config.json").is_file()
-        if not has_snapshot and not (repo / "refs" / "main").is_file():
+        _, pinned = split_spec(spec)
+        # the snapshot the job's offline load will read (at the pinned revision, if any)
+        if cached_snapshot(cache, hub_id(spec), pinned) is None:
+            at = f" at revision {pinned}" if pinned else ""
             raise PrefetchError(
-                f"model {spec} is not in the cache {cache} and jobs have no internet: {hint}"
+                f"model {spec} is not in the cache {cache}{at} and jobs have no internet: {hint}"
             )
     src = cfg.data.source
     if data_needs_fetch(src):

@@ -41,10 +41,12 @@ from hpc_forget.containers import (
     ContainerError,
     accelerate_config,
     check_image,
+    check_text,
     container_command,
     image_probe_argv,
     job_binds,
     launcher_argv,
+    shorten,
 )
 from hpc_forget.errors import SlurmError
 from hpc_forget.worker import (
@@ -157,6 +159,7 @@ def sbatch_options(lines: Sequence[str], where: str) -> dict[str, Any]:
     additional_parameters."""
     out: dict[str, Any] = {}
     for i, line in enumerate(lines):
+        check_text(line, f"{where}[{i}]", SlurmError)
         s = line.strip()
         if s.startswith("#SBATCH"):
             s = s[len("#SBATCH") :].strip()
@@ -174,20 +177,79 @@ def sbatch_options(lines: Sequence[str], where: str) -> dict[str, Any]:
     return out
 
 
+# Names sbatch accepts for --partition (a comma-separated list), --account and --qos.
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+# One --gres entry: name[[:type]:count], e.g. gpu, gpu:2, gpu:a100:2, shard:4
+_GRES_RE = re.compile(
+    r"(?P<name>[A-Za-z][A-Za-z0-9_.-]*)(?::(?P<type>[A-Za-z0-9_.-]*[A-Za-z_.-][A-Za-z0-9_.-]*))?"
+    r"(?::(?P<count>[0-9]+[KMGT]?))?"
+)
+# --constraint: features joined by & | , with optional [ ] ( ) and *count
+_CONSTRAINT_RE = re.compile(r"[A-Za-z0-9_.\-&|,\[\]()*!:]+")
+_MEM_RE = re.compile(r"[0-9]+[KMGTkmgt]?")
+_MAX_SIGNAL_LEAD_S = 65535  # sbatch --signal: sig_time must be in 0..65535
+_UPPER = {"signal_lead_s": _MAX_SIGNAL_LEAD_S}
+
+
+def check_gres(s: str, where: str) -> str:
+    """``s`` if every comma-separated entry is ``name[[:type]:count]``; SlurmError otherwise."""
+    for part in s.split(","):
+        if not _GRES_RE.fullmatch(part):
+            raise SlurmError(
+                f"{where}: {s!r} is not a gres list sbatch accepts; write name[[:type]:count]"
+                " entries such as gpu:1 or gpu:a100:2, separated by commas"
+            )
+    return s
+
+
+def _check_str(key: str, s: str, w: str) -> str:
+    """Validate a profile string by what sbatch accepts for that key."""
+    if key == "mem" and not _MEM_RE.fullmatch(s):
+        raise SlurmError(f"{w}: {s!r} is not a Slurm memory size; use e.g. 16G or 4000M")
+    if key == "gres":
+        return check_gres(s, w)
+    if key in ("partition", "account", "qos"):
+        names = s.split(",") if key == "partition" else [s]
+        if not all(_NAME_RE.fullmatch(n) for n in names):
+            what = (
+                "a partition name (or a comma-separated list)"
+                if key == "partition"
+                else (f"a Slurm {key} name")
+            )
+            raise SlurmError(f"{w}: {s!r} is not {what}; use letters, digits, '_', '.', '+' or '-'")
+    if key == "constraint" and not _CONSTRAINT_RE.fullmatch(s):
+        raise SlurmError(
+            f"{w}: {s!r} is not a Slurm feature expression such as a100 or 'a100|h100'"
+        )
+    return s
+
+
 def _coerce(key: str, value: Any, where: str) -> Any:
-    """A profile value (a string from YAML's BaseLoader or the command line) to its type."""
+    """A profile value (a string from YAML's BaseLoader or the command line) to its type,
+    validated by what sbatch accepts for the key."""
     w = f"{where}: {key}"
     if key in _LIST_FIELDS:
         if isinstance(value, str):
+            check_text(value, w, SlurmError)
             if value.strip().startswith("["):
-                value = yaml.safe_load(value)
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError as exc:
+                    first = str(exc).strip().splitlines()[0]
+                    raise SlurmError(
+                        f"{w}: {shorten(value)} is not a YAML list ({first}); write"
+                        ' ["item", "item"] or a single item'
+                    ) from None
             else:
                 value = [] if value in _NULLS else [value]
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-            raise SlurmError(f"{w}: must be a list of strings, got {value!r}")
+            raise SlurmError(f"{w}: must be a list of strings, got {shorten(value)}")
+        for i, x in enumerate(value):
+            check_text(x, f"{w}[{i}]", SlurmError)
         return tuple(value)
     if isinstance(value, list | dict):
-        raise SlurmError(f"{w}: must be a single value, got {value!r}")
+        raise SlurmError(f"{w}: must be a single value, got {shorten(value)}")
+    check_text(str(value), w, SlurmError)
     s = str(value).strip()
     if key in _TIME_FIELDS:
         if key == "chain_time" and s in _NULLS:
@@ -197,26 +259,21 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if key in _OPT_INT_FIELDS and s in _NULLS:
             return None
         lo = {**_INT_FIELDS, **_OPT_INT_FIELDS}[key]
-        if not s.isdigit() or int(s) < lo:
-            raise SlurmError(f"{w}: must be an integer >= {lo}, got {value!r}")
+        hi = _UPPER.get(key)
+        if not re.fullmatch(r"[0-9]+", s) or int(s) < lo or (hi is not None and int(s) > hi):
+            rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+            raise SlurmError(f"{w}: must be an integer {rng}, got {shorten(value)}")
         return int(s)
     if key in _BOOL_FIELDS:
         if s.lower() in ("true", "yes", "1", "on"):
             return True
         if s.lower() in ("false", "no", "0", "off"):
             return False
-        raise SlurmError(f"{w}: must be true or false, got {value!r}")
+        raise SlurmError(f"{w}: must be true or false, got {shorten(value)}")
     if key in _STR_FIELDS:
         if s in _NULLS:
             return None
-        if key == "mem" and not re.fullmatch(r"\d+[KMGT]?", s):
-            raise SlurmError(f"{w}: {s!r} is not a Slurm memory size; use e.g. 16G or 4000M")
-        if key == "gres":
-            try:
-                gpus_from_gres(s)
-            except ValueError:
-                raise SlurmError(f"{w}: {s!r} is not a gres such as gpu:1 or gpu:a100:2") from None
-        return s
+        return _check_str(key, s, w)
     if key == "container_python":
         if not s:
             raise SlurmError(f"{w}: must be a command name such as python")
@@ -275,9 +332,17 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for p in pairs:
         if "=" not in p:
-            raise SlurmError(f"--slurm: {p!r}: use KEY=VALUE, e.g. time=2:00:00 or partition=gpu")
+            raise SlurmError(
+                f"--slurm: {shorten(p)}: use KEY=VALUE, e.g. time=2:00:00 or partition=gpu"
+            )
         k, v = p.split("=", 1)
+        check_text(k, "--slurm", SlurmError)
         k = k.strip().replace("-", "_")
+        if not k:
+            raise SlurmError(
+                f"--slurm: {shorten(p)}: the key before '=' is empty; use KEY=VALUE, e.g."
+                " time=2:00:00"
+            )
         if k not in PROFILE_KEYS:
             raise SlurmError(
                 f"--slurm: {k}: unknown profile key; allowed: {', '.join(PROFILE_KEYS)}"
@@ -305,6 +370,7 @@ def load_profile(spec: str | None, overrides: Mapping[str, str] | Iterable[str] 
         if not isinstance(raw, dict):
             raise SlurmError(f"{path}: a profile is a mapping of keys to values")
         for k in raw:
+            check_text(str(k), str(path), SlurmError)
             if k not in PROFILE_KEYS:
                 raise SlurmError(f"{path}: {k}: unknown key; allowed: {', '.join(PROFILE_KEYS)}")
     return with_overrides(profile_from_mapping(raw, name=name, source=source), overrides)
@@ -377,6 +443,40 @@ class JobLayout:
         return os.path.join(self.run_folder, "accelerate.yaml")
 
 
+def check_script_values(
+    layout: JobLayout,
+    profile: Profile,
+    *,
+    image: str | None,
+    python: str,
+    job_name: str = "",
+    array: str = "",
+) -> None:
+    """Every value that reaches a generated sbatch script or command line, checked in one place
+    for control characters (a newline would end an ``#SBATCH`` line or inject a command).
+    SlurmError names the value and where it came from."""
+    values: list[tuple[str, Any]] = [
+        ("config store", layout.store),
+        ("config cache_dir (or --cache)", layout.cache_dir),
+        ("working directory", layout.workdir),
+        ("--run-folder", layout.run_folder),
+        ("--container", image),
+    ]
+    for f in dataclasses.fields(Profile):
+        v = getattr(profile, f.name)
+        items = list(enumerate(v)) if isinstance(v, tuple) else [(None, v)]
+        for i, x in items:
+            label = f"{profile.source}: {f.name}" + ("" if i is None else f"[{i}]")
+            values.append((label, x))
+    values += [
+        ("python (this interpreter's path)", python),
+        ("config name (the job name)", job_name),
+        ("array name", array),
+    ]
+    for label, v in values:
+        check_text(v, label, SlurmError)
+
+
 def worker_command(
     layout: JobLayout,
     array: str,
@@ -387,6 +487,7 @@ def worker_command(
 ) -> str:
     """The container (or host) command lines that run one array element's worker, without
     the trailing ``&``: environment exports, then the command."""
+    check_script_values(layout, profile, image=image, python=python, array=array)
     py = profile.container_python if image is not None else python
     inner = launcher_argv(
         py,
@@ -460,6 +561,7 @@ def sbatch_script(
     ``_make_sbatch_string``, which shell-quotes every #SBATCH value."""
     from submitit.slurm.slurm import _make_sbatch_string
 
+    check_script_values(layout, profile, image=image, python=python, job_name=job_name, array=array)
     extra = sbatch_options(profile.sbatch, f"{profile.source}: sbatch")
     params: dict[str, Any] = {
         "array": array_range(count, profile.array_throttle),
@@ -613,16 +715,44 @@ def _run(argv: Sequence[str], *, timeout: float = 60) -> subprocess.CompletedPro
         raise SlurmError(f"{argv[0]}: no answer within {timeout:.0f} s; is slurmctld up?") from None
 
 
-def query_max_array_size() -> int | None:
-    """The cluster's MaxArraySize (``scontrol show config``), or None if unknown."""
+def array_limits(scontrol_config: str) -> dict[str, int]:
+    """The cluster's limits on one job array, from ``scontrol show config``: ``MaxArraySize``
+    (indices must stay below it) and ``SchedulerParameters=max_array_tasks=N`` (at most N
+    elements per array), which some sites set lower."""
+    out: dict[str, int] = {}
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", scontrol_config, re.M)
+    if m:
+        out["MaxArraySize"] = int(m.group(1))
+    m = re.search(r"^SchedulerParameters\s*=\s*(\S*)", scontrol_config, re.M)
+    if m:
+        t = re.search(r"(?:^|,)max_array_tasks=(\d+)", m.group(1))
+        if t:
+            out["max_array_tasks"] = int(t.group(1))
+    return out
+
+
+def query_array_limits() -> dict[str, int]:
+    """array_limits of this cluster ({} if scontrol is missing or does not answer)."""
     if shutil.which("scontrol") is None:
-        return None
+        return {}
     try:
         out = _run(["scontrol", "show", "config"], timeout=20)
     except SlurmError:
-        return None
-    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.M)
-    return int(m.group(1)) if m else None
+        return {}
+    return array_limits(out.stdout) if out.returncode == 0 else {}
+
+
+def query_max_array_size() -> int | None:
+    """How many tasks one array may hold here: the smaller of MaxArraySize and
+    max_array_tasks (arrays are indexed 0..count-1), or None if unknown."""
+    limits = query_array_limits()
+    return min(limits.values()) if limits else None
+
+
+def _describe_limit(limit: int, profile: Profile, cluster: Mapping[str, int]) -> str:
+    parts = [f"{k}={v}" for k, v in sorted(cluster.items())]
+    parts.append(f"profile max_array_size={profile.max_array_size}")
+    return f"arrays split at {limit} tasks ({', '.join(parts)})"
 
 
 def check_image_versions(image: str) -> str:
@@ -655,11 +785,18 @@ def check_image_versions(image: str) -> str:
     )
 
 
-def sbatch_submit(script_path: str) -> str:
-    """One sbatch call; returns the job id."""
+def sbatch_submit(script_path: str, *, size: int | None = None) -> str:
+    """One sbatch call; returns the job id. ``size``: the array's element count, named in the
+    error when sbatch rejects the array."""
     res = _run(["sbatch", "--parsable", script_path])
     if res.returncode != 0:
         msg = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
+        if "array" in msg.lower() and size is not None:
+            msg += (
+                f"; this array has {size} task(s): the site may limit arrays below MaxArraySize"
+                " (SchedulerParameters=max_array_tasks, or a QOS); lower the profile's"
+                " max_array_size (--slurm max_array_size=N) and resubmit"
+            )
         raise SlurmError(f"sbatch {script_path}: {msg}")
     job_id = res.stdout.strip().split(";")[0]
     if not job_id.isdigit():
@@ -833,6 +970,9 @@ def submit(
         store=store,
         cache_dir=cache,
     )
+    check_script_values(
+        layout, profile, image=image, python=profile.python or sys.executable, job_name=cfg.name
+    )
     if (folder / "submission.json").exists() and not dry_run:
         raise SlurmError(
             f"{folder}: already holds a submission; use `hpc-forget resubmit {folder}` or"
@@ -849,7 +989,8 @@ def submit(
     index = StepIndex(Store(store))
     todo = [t for t in chosen if not set(t["step_indices"]) <= index.done(t["run_id"])]
     notes: list[str] = []
-    cluster_max = query_max_array_size() if max_array_size is None else None
+    cluster = query_array_limits() if max_array_size is None else {}
+    cluster_max = min(cluster.values()) if cluster else None
     limit = min(x for x in (max_array_size, cluster_max, profile.max_array_size) if x is not None)
     if image is not None and not dry_run:
         notes.append(check_image_versions(image))
@@ -872,7 +1013,7 @@ def submit(
     if dry_run:
         if skipped:
             notes.append(f"{skipped} task(s) already complete in the store are left out")
-        notes.append(f"arrays split at {limit} tasks (MaxArraySize)")
+        notes.append(_describe_limit(limit, profile, cluster))
         return SubmitResult(
             run_folder=str(folder),
             skipped_done=skipped,
@@ -921,7 +1062,7 @@ def _launch(
     for a in arrays:
         _write_json(Path(a.manifest_path), a.manifest)
         Path(a.script_path).write_text(a.script, encoding="utf-8")
-        a.job_id = sbatch_submit(a.script_path)
+        a.job_id = sbatch_submit(a.script_path, size=a.size)
         rec = {
             "name": a.name,
             "group": a.group,

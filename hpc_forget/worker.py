@@ -284,7 +284,20 @@ def engine_runner(task_d: dict, manifest: dict, should_stop: Callable[[], bool])
     try:
         engine.run_task(task, cfg, store, should_stop=should_stop)
     except engine.Preempted as exc:
-        raise TaskPreempted(str(exc)) from exc
+        raise TaskPreempted(stop_message(str(exc), task, store)) from exc
+
+
+def stop_message(message: str, task: Any, store: Any) -> str:
+    """The engine's stop message, with the step it interrupted (1-based, as the engine's log
+    counts them) when the message names only an epoch: ``step 3/4: stopped before epoch 2``."""
+    if "step" in message:
+        return message
+    try:
+        done = store.done_steps(task.run_id)
+    except Exception:  # noqa: BLE001 - the message must not fail the exit path
+        return message
+    todo = [i for i in task.step_indices if i not in done]
+    return f"step {todo[0] + 1}/{len(task.steps)}: {message}" if todo else message
 
 
 def apply_offline_env() -> None:

@@ -169,22 +169,82 @@ def test_definition_file_pins_a_pytorch_cuda_base_image():
     header, _ = def_sections(DEF_FILE.read_text())
     assert header["Bootstrap"] == "docker"
     base = header["From"]
-    assert base.startswith("pytorch/pytorch:") and "cuda" in base
-    assert "latest" not in base
-    assert re.search(r"@sha256:[0-9a-f]{64}$", base) or re.search(r":\d+\.\d+\.\d+-", base)
+    assert base.startswith("pytorch/pytorch") and "latest" not in base
+    if "@sha256:" not in base:
+        # PyTorch 2.13 is built for CUDA 12.6 and 13.0 only: there is no cuda12.8 tag
+        m = re.fullmatch(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda(\d+\.\d+)-cudnn\d+-runtime", base)
+        assert m, base
+        assert m.group(1) != "2.13.0" or m.group(2) in ("12.6", "13.0"), base
+    else:
+        assert re.fullmatch(r"pytorch/pytorch@sha256:[0-9a-f]{64}", base), base
 
 
-def test_definition_file_installs_pinned_dependencies_and_the_package():
+REQUIREMENTS = ROOT / "containers" / "requirements.txt"
+
+
+def image_pins() -> dict[str, str]:
+    """containers/requirements.txt: canonical name -> pinned version."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    for line in REQUIREMENTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        specs = list(req.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==", f"{line}: pin it with =="
+        pins[canonicalize_name(req.name)] = specs[0].version
+    return pins
+
+
+def setup_cfg_requirements() -> list:
+    import configparser
+
+    from packaging.requirements import Requirement
+
+    cp = configparser.ConfigParser()
+    cp.read(ROOT / "setup.cfg")
+    lines = cp["options"]["install_requires"].strip().splitlines()
+    return [Requirement(x.strip()) for x in lines if x.strip()]
+
+
+def test_image_pins_agree_with_setup_cfg():
+    """One list of pins (containers/requirements.txt) covers every requirement of setup.cfg but
+    torch, and each pin satisfies setup.cfg's range."""
+    from packaging.utils import canonicalize_name
+
+    pins = image_pins()
+    for req in setup_cfg_requirements():
+        name = canonicalize_name(req.name)
+        if name == "torch":
+            assert name not in pins, "torch comes from the base image; do not pin it"
+            continue
+        assert name in pins, f"setup.cfg requires {req}, which containers/requirements.txt lacks"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"containers/requirements.txt pins {name}=={pins[name]}, outside setup.cfg's {req}"
+        )
+
+
+def test_definition_file_installs_the_pins_into_a_venv_and_checks_them():
     _, sec = def_sections(DEF_FILE.read_text())
     post = sec["post"]
-    pins = re.findall(r"^\s+([A-Za-z0-9_.-]+)==([0-9][^\s\\]*)", post, re.M)
-    names = {n.lower() for n, _ in pins}
-    for dep in ("transformers", "peft", "accelerate", "datasets", "seqeval", "h5py", "submitit",
-                "click", "pyyaml", "numpy", "sentencepiece", "tokenizers", "huggingface_hub"):  # fmt: skip
-        assert dep in names, f"{dep} is not pinned with == in %post"
-    assert re.search(r"pip install[^\n]*--no-deps[^\n]*/opt/hpc-forget", post)
+    # the one list of pins, copied in and installed; no second list inline
+    assert "containers/requirements.txt /opt/hpc-forget/containers/requirements.txt" in sec["files"]
+    assert re.search(r"install -r /opt/hpc-forget/containers/requirements\.txt", post)
+    assert not re.findall(r"^\s+[A-Za-z0-9_.-]+==", post, re.M)
+    assert re.search(r"install --no-deps /opt/hpc-forget\s*$", post, re.M)
+    # Ubuntu's Python refuses pip installs (PEP 668): a venv that sees the base image's torch
+    assert (
+        "python -m venv --system-site-packages" in post and "--python /opt/venv/bin/python" in post
+    )
+    assert "PATH=/opt/venv/bin:$PATH" in sec["environment"]
+    # a conflict fails the build
+    assert re.search(r"pip check\s*$", post.replace("hpcf_pip check", "pip check"), re.M)
+    assert "|| true" not in post
     # torch comes from the base image and must not be replaced
-    assert "torch==" not in post.replace("pytorch", "")
+    assert "torch" not in image_pins()
 
 
 def test_definition_file_environment_and_test_sections():
@@ -204,3 +264,18 @@ def test_definition_file_copies_files_that_exist():
             continue
         src = shlex.split(line)[0]
         assert (ROOT / src).exists(), f"%files names {src}, which the repository lacks"
+
+
+@pytest.mark.parametrize("bad", ["\n", "\r", "\0", "\x1b", "\u2028"])
+def test_control_characters_never_reach_a_command_line(bad):
+    word = f"/x{bad}touch /tmp/hpcf-pwned"
+    with pytest.raises(C.ContainerError, match=r"^command word: .*control character"):
+        C.join_words(["python", word])
+    with pytest.raises(C.ContainerError, match=r"^environment HF_HOME: "):
+        C.container_command(None, ["python"], env={"HF_HOME": word})
+    with pytest.raises(C.ContainerError, match=r"^--container: "):
+        C.check_image(f"/images/x.sif{bad}")
+    with pytest.raises(C.ContainerError, match=r"^bind: "):
+        C.container_argv("/i.sif", ["python"], binds=[word])
+    with pytest.raises(C.ContainerError, match=r"^environment: 'A\s*B"):
+        C.env_lines({"A B": "1"})

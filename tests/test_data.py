@@ -303,13 +303,19 @@ def test_hub_equals_folder(small_rows, folder_corpus, monkeypatch) -> None:
 
     calls = []
 
-    def fake_load_dataset(name, config=None, **kw):
-        calls.append((name, config))
+    def fake_load_dataset(name, *, data_files, revision):
+        config = data_files["train"].split("/")[0]
+        calls.append((name, config, revision, data_files))
         return hf_dict(small_rows[config])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     corpus = load_massive("AmazonScience/massive", LOCALES)
-    assert calls == [("AmazonScience/massive", loc) for loc in LOCALES]
+    # never the loading script (datasets 4+ refuses it): the Hub's parquet conversion
+    assert calls == [
+        ("AmazonScience/massive", loc, "refs/convert/parquet",
+         {s: f"{loc}/{s}/*.parquet" for s in ("train", "validation", "test")})
+        for loc in LOCALES
+    ]  # fmt: skip
     assert corpus.form == "hub" and corpus == folder_corpus
 
 
@@ -321,11 +327,16 @@ def test_hub_all_locales_and_errors(small_rows, monkeypatch) -> None:
     merged = datasets.DatasetDict(
         {k: concatenate_datasets([every[loc][k] for loc in LOCALES]) for k in every["en-US"]}
     )
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: merged)
+
+    def all_configs(name, *, data_files, revision):
+        assert data_files["train"] == "all_1.1/train/*.parquet"
+        return merged
+
+    monkeypatch.setattr(datasets, "load_dataset", all_configs)
     corpus = load_massive("hf:AmazonScience/massive")
     assert corpus.locales == LOCALES
 
-    def broken(name, config=None):
+    def broken(name, **kw):
         raise ValueError("BuilderConfig 'xx-XX' not found.\nAvailable: ['en-US', ...]")
 
     monkeypatch.setattr(datasets, "load_dataset", broken)
@@ -340,7 +351,7 @@ def test_hub_all_locales_and_errors(small_rows, monkeypatch) -> None:
     rows = hf_rows(small_rows["en-US"], "train", True)
     rows[1]["annot_utt"] = "[nope : x]"
     bad = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: bad)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, **kw: bad)
     with pytest.raises(DataError) as err:
         load_massive("AmazonScience/massive", ["en-US"])
     assert str(err.value) == (

@@ -29,7 +29,7 @@ def _ids(**sets) -> set[str]:
         ("data.dev_fraction_for_train", 0.4),
         ("data.train_fraction", 0.5),
         ("data.languages", ["en-US", "th-TH", "de-DE"]),
-        ("train.batch_size", 16),
+        ("train.batch_size", 8),
         ("train.max_length", 64),
         ("train.warmup_ratio", 0.1),
         ("train.weight_decay", 0.01),

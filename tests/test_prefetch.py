@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -217,3 +218,156 @@ def test_hub_parquet_form_becomes_jsonl_per_locale(tmp_path, massive_dir):
 
     corpus = load_massive(job_cfg.data.source, LOCALES)
     assert sorted(corpus.locales) == sorted(LOCALES)
+
+
+def test_the_official_massive_url_is_checked_against_the_recorded_sha256(tmp_path, monkeypatch):
+    """The README URL of github.com/alexa/massive, verified by default: a download that is not
+    the known file is one line naming both checksums, and nothing is kept."""
+    assert P.MASSIVE_URL == (
+        "https://amazon-massive-nlu-dataset.s3.amazonaws.com/amazon-massive-dataset-1.1.tar.gz"
+    )
+    assert P.KNOWN_SHA256[P.MASSIVE_URL] == (
+        "4cba5faa11c71437928e17cb1b9b3d8b8e727e7ea363a3a9a8045e19c0491577"
+    )
+    opened = []
+
+    def fake_urlopen(url, timeout):
+        opened.append(url)
+        return io.BytesIO(b"not the MASSIVE tarball")
+
+    monkeypatch.setattr(P.urllib.request, "urlopen", fake_urlopen)
+    with pytest.raises(P.PrefetchError) as e:
+        P.prefetch(make_cfg(tmp_path, P.MASSIVE_URL), tmp_path / "cache")
+    msg = str(e.value)
+    assert opened == [P.MASSIVE_URL] and "\n" not in msg
+    assert P.MASSIVE_SHA256 in msg and "was expected" in msg
+    assert not list((tmp_path / "cache" / "massive").iterdir())
+
+
+def fake_hub(model_folder: Path, asked: list):
+    """prefetch_model replaced by a copy into the cache layout; ``asked`` gets the revisions."""
+    import shutil
+
+    def fake_prefetch_model(spec, *, cache_dir, revision):
+        asked.append((spec, revision))
+        commit = revision if revision and len(revision) == 40 else "a" * 40
+        repo = Path(cache_dir) / "models--org--m"
+        snap = repo / "snapshots" / commit
+        if not snap.exists():
+            shutil.copytree(model_folder, snap)
+        if revision and revision != commit:  # as huggingface_hub does for a tag or branch
+            (repo / "refs").mkdir(exist_ok=True)
+            (repo / "refs" / revision).write_text(commit)
+        return str(snap)
+
+    return fake_prefetch_model
+
+
+def test_a_config_pins_a_model_revision(tmp_path, model_folder, monkeypatch):
+    import hpc_forget.models as M
+
+    asked: list = []
+    monkeypatch.setattr(M, "prefetch_model", fake_hub(model_folder, asked))
+    commit = "b" * 40
+    cache = tmp_path / "cache"
+    cfg = make_cfg(tmp_path, "samples", models=(f"org/m@{commit}",))
+    rec = P.prefetch(cfg, cache)
+    item = rec.find("model", f"org/m@{commit}")
+    assert asked == [("org/m", commit)] and item.revision == commit
+    P.prefetch(cfg, cache, update=True)  # a pinned commit stays pinned
+    assert asked[-1] == ("org/m", commit)
+    assert not (cache / "models--org--m" / "refs" / "main").exists()  # unpinned loads untouched
+    assert P.check_prefetched(cfg, cache) == cfg
+    # the job's offline load reads that snapshot, and the provenance names the commit
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tok = M.load_tokenizer(f"org/m@{commit}", cache_dir=str(cache))
+    assert tok("wake me up")["input_ids"]
+    resolved = M.resolve_model_spec(f"org/m@{commit}", texts_fn=list, cache_dir=cache)
+    assert resolved == f"org/m@{commit}"
+    assert M.resolved_revision(resolved, str(cache)) == commit
+    # another revision is not in the cache: one line naming it, at job time and at load time
+    other = make_cfg(tmp_path, "samples", models=(f"org/m@{'c' * 40}",))
+    with pytest.raises(P.PrefetchError, match=f"not in the cache .* at revision {'c' * 40}"):
+        P.check_prefetched(other, cache)
+    with pytest.raises(M.ModelError, match=f"at revision {'c' * 40}"):
+        M.load_tokenizer(f"org/m@{'c' * 40}", cache_dir=str(cache))
+
+
+def test_a_tag_pin_resolves_offline_through_its_ref(tmp_path, model_folder, monkeypatch):
+    import hpc_forget.models as M
+
+    asked: list = []
+    monkeypatch.setattr(M, "prefetch_model", fake_hub(model_folder, asked))
+    cache = tmp_path / "cache"
+    cfg = make_cfg(tmp_path, "samples", models=("org/m@v1.0",))
+    rec = P.prefetch(cfg, cache)
+    assert asked == [("org/m", "v1.0")] and rec.find("model", "org/m@v1.0").revision == "a" * 40
+    assert (cache / "models--org--m" / "refs" / "v1.0").read_text() == "a" * 40
+    P.prefetch(cfg, cache)  # the record is a lock: the commit, not the moving tag
+    assert asked[-1] == ("org/m", "a" * 40)
+    assert P.check_prefetched(cfg, cache) == cfg
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert M.resolved_revision("org/m@v1.0", str(cache)) == "a" * 40
+
+
+def test_resolved_revision_of_folders(tmp_path, model_folder):
+    import shutil
+
+    from hpc_forget.models import resolved_revision
+
+    plain = tmp_path / "plain"
+    shutil.copytree(model_folder, plain)
+    (plain / "hpc_forget_tiny.json").unlink()
+    assert resolved_revision(str(plain)) == "local"
+    tiny = resolved_revision(str(model_folder))  # build_tiny's folder: a content hash
+    assert re.fullmatch(r"tiny-[0-9a-f]{16}", tiny)
+    snap = tmp_path / "models--o--m" / "snapshots" / ("d" * 40)
+    shutil.copytree(plain, snap)
+    assert resolved_revision(str(snap)) == "d" * 40
+
+
+def test_revision_conflicts_and_tiny_are_one_line():
+    import hpc_forget.models as M
+
+    with pytest.raises(M.ModelError, match="pins revision abc but revision def"):
+        M.load_config("org/m@abc", revision="def")
+    with pytest.raises(M.ModelError, match="'tiny' preset is built locally and has no revision"):
+        M.resolve_model_spec("tiny@abc", texts_fn=list, cache_dir="/nonexistent")
+    assert M.load_config("xlm-roberta-base@abc").hidden_size == 768  # built in, no download
+    assert M.hub_id("xlm-roberta-base@abc") == "FacebookAI/xlm-roberta-base"
+    assert P.model_needs_fetch("xlm-roberta-base@abc") and not P.model_needs_fetch("tiny")
+
+
+def test_the_hub_loader_reads_the_parquet_conversion_with_the_real_datasets(
+    tmp_path, monkeypatch, massive_dir
+):
+    """load_massive('hf:AmazonScience/massive') asks `datasets` for the parquet branch's
+    <locale>/<split>/*.parquet files (no loading script); the real loader, pointed at a local
+    copy of that layout, reads them."""
+    pa = pytest.importorskip("pyarrow")
+    import datasets
+    import pyarrow.parquet as pq
+
+    hub = tmp_path / "parquet-branch"
+    rows = [json.loads(b) for b in massive_rows(massive_dir, "en-US", 200)]
+    for part, split in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        sel = [r for r in rows if r["partition"] == part] or rows[:1]
+        (hub / "en-US" / split).mkdir(parents=True)
+        table = pa.Table.from_pylist(
+            [{k: r[k] for k in ("id", "locale", "utt", "annot_utt")} for r in sel]
+        )
+        pq.write_table(table, hub / "en-US" / split / "0000.parquet")
+    real = datasets.load_dataset
+    asked = []
+
+    def local_hub(name, **kw):
+        asked.append((name, kw["revision"]))
+        kw.pop("revision")
+        return real(str(hub), cache_dir=str(tmp_path / "hf"), **kw)
+
+    monkeypatch.setattr(datasets, "load_dataset", local_hub)
+    from hpc_forget.data import load_massive
+
+    corpus = load_massive("hf:AmazonScience/massive", ["en-US"])
+    assert asked == [("AmazonScience/massive", "refs/convert/parquet")]
+    assert corpus.locales == ["en-US"] and len(corpus.examples["en-US"]) >= 3

@@ -60,6 +60,16 @@ def test_shipped_profiles_load():
     assert gpu.sbatch == ("--mail-type=FAIL",)
 
 
+def test_the_command_lines_in_the_shipped_profiles_work():
+    """Profile comments show users how to override a key: that is --slurm, never --set."""
+    for path in sorted((ROOT / "slurm" / "profiles").glob("*.yaml")):
+        text = path.read_text()
+        for key in S.PROFILE_KEYS:
+            assert f"--set {key}=" not in text, f"{path.name}: --set {key}= is --slurm {key}="
+        for pair in re.findall(r"--slurm (\S+=\S+)", text):
+            S.load_profile(str(path), [pair])
+
+
 def test_overrides_on_the_command_line():
     p = S.load_profile(
         "local", ["time=2:00:00", "array_throttle=4", "setup=module load x", "gres=gpu:2"]
@@ -81,6 +91,8 @@ def test_overrides_on_the_command_line():
         ("sbatch: [exclusive]\n", "is not an sbatch option"),
         ("sbatch: ['--array=0-3']\n", "--array is set by hpc-forget"),
         ("partition: [a\n", "cannot parse the profile"),
+        ('"time\\n30": 5\n', "contains the control character '\\n'"),
+        ('partition: "gpu\\ntouch x"\n', "partition: 'gpu\\ntouch x' contains the control"),
     ],
 )
 def test_profile_errors_are_one_line_naming_file_and_key(tmp_path, content, needle):
@@ -204,6 +216,208 @@ def test_generated_scripts_parse_and_keep_paths_whole():
         assert opts["array"] == "0-1"
 
 
+# ============================================================================ hostile values
+
+HOSTILE = ["\n", "\r", "\0", "\x1b", "\x7f", "\x85", "\u2028", "\t"]
+
+
+def hostile_cases(bad: str) -> dict[str, dict]:
+    """The start of the expected error (the value's source) -> the submit() arguments that
+    carry ``bad`` from that source."""
+    inj = f"{bad}touch /tmp/hpcf-pwned"
+    return {
+        "config store:": {"cfg": {"store": f"/scratch/s{inj}"}},
+        "config cache_dir (or --cache):": {"cfg": {"cache_dir": f"/scratch/c{inj}"}},
+        "config name (the job name):": {"cfg": {"name": f"demo{inj}"}},
+        "--run-folder:": {"run_folder": f"/scratch/r{inj}"},
+        "--container:": {"container": f"/images/x.sif{inj}"},
+        "working directory:": {"workdir": f"/scratch/w{inj}"},
+        "--slurm: time:": {"slurm": [f"time=30{inj}"]},
+        "--slurm: partition:": {"slurm": [f"partition=debug{inj}"]},
+        "--slurm: setup:": {"slurm": [f"setup=module load x{inj}"]},
+        "--slurm: sbatch:": {"slurm": [f"sbatch=--mail-type=END{inj}"]},
+        "--slurm: python:": {"slurm": [f"python=/opt/py{inj}"]},
+        "--slurm: container_python:": {"slurm": [f"container_python=python{inj}"]},
+        "--slurm: gres:": {"slurm": [f"gres=gpu:1{inj}"]},
+        "--slurm:": {"slurm": [f"time{inj}=30"]},
+        # a Profile built in code, not loaded: the script builder still refuses
+        "site.yaml: python:": {"profile": {"python": f"/opt/py{inj}"}},
+        "site.yaml: setup[0]:": {"profile": {"setup": (f"echo{inj}",)}},
+        "site.yaml: partition:": {"profile": {"partition": f"a{inj}"}},
+        "site.yaml: sbatch[0]:": {"profile": {"sbatch": (f"--comment=x{inj}",)}},
+    }
+
+
+def hostile_submit(case: dict) -> None:
+    import dataclasses
+
+    cfg = load_config("demo", overrides={"store": "/scratch/store"})
+    cfg = dataclasses.replace(cfg, **case.get("cfg", {}))
+    prof = S.load_profile("local", case.get("slurm", ()))
+    if "profile" in case:
+        prof = dataclasses.replace(prof, source="site.yaml", **case["profile"])
+    S.submit(
+        cfg,
+        prof,
+        dry_run=True,
+        container=case.get("container"),
+        run_folder=case.get("run_folder", "/scratch/run"),
+        workdir=case.get("workdir", "/scratch/work"),
+        max_array_size=1001,
+    )
+
+
+@pytest.mark.parametrize("bad", HOSTILE, ids=[repr(c) for c in HOSTILE])
+def test_control_characters_are_rejected_from_every_source(bad, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for source, case in hostile_cases(bad).items():
+        with pytest.raises(S.SlurmError) as e:
+            hostile_submit(case)
+        msg = str(e.value)
+        assert "\n" not in msg and "\r" not in msg and "\0" not in msg, (source, msg)
+        assert repr(bad)[1:-1] in msg and "control character" in msg, (source, msg)
+        assert msg.startswith(source), (source, msg)
+    assert not (tmp_path / "hpcf-pwned").exists()
+
+
+def test_hostile_value_messages_golden(tmp_path, monkeypatch):
+    """The one-line message for a newline from each source (tests/golden/hostile-values.txt)."""
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    for source, case in hostile_cases("\n").items():
+        with pytest.raises(S.SlurmError) as e:
+            hostile_submit(case)
+        lines.append(f"{source}\n    {e.value}")
+    check_golden("hostile-values.txt", "\n".join(lines) + "\n")
+
+
+def test_a_newline_in_a_script_value_would_have_injected_a_command(tmp_path):
+    """Why the check exists: without it the script built from a newline path runs `touch`."""
+    marker = tmp_path / "pwned"
+    text = S.sbatch_script(
+        layout=nasty_layout(),
+        array="chains-0",
+        job_name="j",
+        count=1,
+        time_min=10,
+        profile=S.Profile(),
+        image=None,
+        python="/opt/venv/bin/python",
+    )
+    assert "\n#SBATCH --time=10\n" in text  # the normal script keeps every #SBATCH line
+    layout = S.JobLayout(run_folder=f"/r\ntouch {marker}", workdir="/w", store="/s", cache_dir="/c")
+    with pytest.raises(S.SlurmError, match=r"^--run-folder: '/r\\ntouch "):
+        S.sbatch_script(
+            layout=layout,
+            array="chains-0",
+            job_name="j",
+            count=1,
+            time_min=10,
+            profile=S.Profile(),
+            image=None,
+            python="/opt/venv/bin/python",
+        )
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("gres=gpu:x:y:z", "gres: 'gpu:x:y:z' is not a gres list"),
+        ("gres=gpu:a100:two", "is not a gres list"),
+        ("gres=gpu:", "is not a gres list"),
+        ("gres=:2", "is not a gres list"),
+        ("gres=gpu:1,,", "is not a gres list"),
+        ("cpus_per_task=\u0663", "cpus_per_task: must be an integer >= 1"),
+        ("cpus_per_task=-1", "cpus_per_task: must be an integer >= 1"),
+        ("max_array_size=0", "max_array_size: must be an integer >= 1"),
+        ("signal_lead_s=70000", "signal_lead_s: must be an integer between 0 and 65535"),
+        ("mem=16 G", "is not a Slurm memory size"),
+        ("partition=gpu;rm", "is not a partition name"),
+        ("partition=a b", "is not a partition name"),
+        ("account=lab$HOME", "is not a Slurm account name"),
+        ("qos=high,low", "is not a Slurm qos name"),
+        ("constraint=a100 h100", "is not a Slurm feature expression"),
+        ("time=1:2:3:4", "is not a Slurm time"),
+        ("time=1-", "is not a Slurm time"),
+        ("nv=maybe", "nv: must be true or false"),
+        ("setup=[unclosed", "setup: '[unclosed' is not a YAML list"),
+        ("sbatch=[a: b]", "sbatch: must be a list of strings"),
+        ("time", "use KEY=VALUE"),
+        ("=5", "the key before '=' is empty"),
+        (" =5", "the key before '=' is empty"),
+    ],
+)
+def test_profile_values_sbatch_would_reject_are_one_line_errors(override, needle):
+    with pytest.raises(S.SlurmError) as e:
+        S.load_profile("local", [override])
+    msg = str(e.value)
+    assert msg.startswith("--slurm") and needle in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "gpus"),
+    [("gres=gpu", 1), ("gres=gpu:2", 2), ("gres=gpu:a100:2", 2), ("gres=gpu:a100_80g:1,shard:4", 1),
+     ("gres=gpu:h100", 1), ("gres=null", 0)],
+)  # fmt: skip
+def test_gres_values_slurm_accepts(override, gpus):
+    assert S.load_profile("local", [override]).gpus == gpus
+
+
+def test_names_and_expressions_slurm_accepts():
+    p = S.load_profile(
+        "local",
+        ["partition=gpu,gpu-long", "account=lab.ai_2", "qos=normal", "constraint=a100|h100",
+         "mem=64g", "signal_lead_s=65535", "time=7-00:00:00"],
+    )  # fmt: skip
+    assert p.partition == "gpu,gpu-long" and p.constraint == "a100|h100" and p.mem == "64g"
+
+
+# ============================================================================ array limits
+
+SCONTROL_CONFIG = """Configuration data as of 2026-12-02T18:00:00
+MaxArraySize            = 1001
+MaxJobCount             = 10000
+SchedulerParameters     = bf_continue,max_array_tasks=200,bf_window=4320
+SchedulerType           = sched/backfill
+"""
+
+
+def test_array_limits_read_max_array_tasks_too():
+    assert S.array_limits(SCONTROL_CONFIG) == {"MaxArraySize": 1001, "max_array_tasks": 200}
+    assert S.array_limits("MaxArraySize = 50\nSchedulerParameters = (null)\n") == {
+        "MaxArraySize": 50
+    }
+    assert S.array_limits("") == {}
+
+
+def test_submit_splits_at_max_array_tasks_below_max_array_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(S.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(
+        S,
+        "_run",
+        lambda argv, timeout=60: subprocess.CompletedProcess(argv, 0, SCONTROL_CONFIG, ""),
+    )
+    assert S.query_max_array_size() == 200
+    cfg = small_demo(tmp_path)
+    prof = S.load_profile("local", ["max_array_size=500"])
+    res = S.submit(cfg, prof, dry_run=True, run_folder=tmp_path / "r")
+    assert "arrays split at 200 tasks (MaxArraySize=1001, max_array_tasks=200, profile" in (
+        res.summary()
+    )
+
+
+def test_an_array_sbatch_rejects_names_max_array_size(monkeypatch):
+    err = "sbatch: error: Batch job submission failed: Invalid job array specification"
+    monkeypatch.setattr(
+        S, "_run", lambda argv, timeout=60: subprocess.CompletedProcess(argv, 1, "", err)
+    )
+    with pytest.raises(S.SlurmError) as e:
+        S.sbatch_submit("/r/scripts/chains-0.sbatch", size=500)
+    msg = str(e.value)
+    assert "\n" not in msg and "Invalid job array specification" in msg
+    assert "500 task(s)" in msg and "max_array_tasks" in msg and "--slurm max_array_size=N" in msg
+
+
 # ============================================================================ submit (no Slurm)
 
 SMALL = {
@@ -259,7 +473,7 @@ def fake_submit(tmp_path: Path, monkeypatch, cfg=None, **kw) -> Path:
     """submit() with sbatch replaced by a counter: job ids 100, 101, ..."""
     calls: list[str] = []
 
-    def fake_sbatch(path: str) -> str:
+    def fake_sbatch(path: str, size: int | None = None) -> str:
         calls.append(path)
         return str(100 + len(calls) - 1)
 
@@ -399,7 +613,7 @@ def test_resubmit_only_failed_and_missing(tmp_path, monkeypatch):
     chains = [t for t in tasks if t.kind == "sequential"]
     # submit only the chains: the independent tasks are "missing"
     run = tmp_path / "run"
-    monkeypatch.setattr(S, "sbatch_submit", lambda p: "200")
+    monkeypatch.setattr(S, "sbatch_submit", lambda p, size=None: "200")
     S.submit(cfg, S.load_profile("local"), run_folder=run, tasks=chains, max_array_size=50)
     from hpc_forget.slurm import task_record
 
@@ -415,7 +629,9 @@ def test_resubmit_only_failed_and_missing(tmp_path, monkeypatch):
     assert list(st.values()).count("missing") == 10
     monkeypatch.setattr(S, "_alive_elements", lambda ids: {"200_2", "200_3"})
     ids: list[str] = []
-    monkeypatch.setattr(S, "sbatch_submit", lambda p: ids.append(p) or str(300 + len(ids)))
+    monkeypatch.setattr(
+        S, "sbatch_submit", lambda p, size=None: ids.append(p) or str(300 + len(ids))
+    )
     res = S.resubmit(run)
     names = {a["name"]: a["size"] for a in res.arrays}
     assert names == {"r1-chains-0": 1, "r1-independent-0": 10}
@@ -453,6 +669,29 @@ def test_status_of_10000_tasks_smoke(tmp_path):
         st.counts()[s] > 1000 for s in ("pending", "running", "done", "failed")
     )
     assert dt < 15, f"status took {dt:.1f} s for {n} tasks"
+
+
+HEAVY = ("torch", "transformers", "peft", "accelerate", "datasets", "submitit")
+
+
+def test_status_imports_nothing_heavy(tmp_path, monkeypatch):
+    """`hpc-forget status` starts fast: neither the status path of hpc_forget.slurm nor the CLI
+    command imports torch or a Hugging Face library (run in a fresh interpreter)."""
+    run = fake_submit(tmp_path, monkeypatch)
+    code = (
+        "import sys\n"
+        "from hpc_forget.slurm import status\n"
+        f"print(status({str(run)!r}).format().splitlines()[0])\n"
+        "from hpc_forget.cli import cli\n"
+        f"cli.main(['status', {str(run)!r}], standalone_mode=False)\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert "14 task(s)" in res.stdout
 
 
 def test_missing_run_folder_is_one_line(tmp_path):

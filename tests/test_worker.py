@@ -293,3 +293,47 @@ def test_heartbeat_refreshes_the_marker_while_the_task_runs(tmp_path):
     W.run(str(path), runner=runner, env=ENV, install_signals=False, heartbeat_s=0.1)
     assert marker(tmp_path, "t1")["state"] == "done"
     assert len(stamps) == 3  # the file was rewritten by the heartbeat thread meanwhile
+
+
+def test_a_stop_before_any_step_names_it_1_based_and_the_task_once(tmp_path, capsys):
+    """The real engine stopping before the first step of a 4-step MONO task: the worker's line
+    says "step 1/4" (as the log counts steps) and names the task once."""
+    from hpc_forget import engine
+    from hpc_forget.config import config_to_dict, load_config
+    from hpc_forget.planning import plan
+
+    cfg = load_config("demo", overrides={"store": str(tmp_path / "store"), "methods": ["mono"]})
+    task = next(t for t in plan(cfg) if t.kind == "per-language" and len(t.steps) == 4)
+
+    def runner(task_d, manifest, should_stop):
+        try:
+            engine.run_task(task, cfg, engine.Store(cfg.store), should_stop=lambda: True)
+        except engine.Preempted as exc:
+            raise W.TaskPreempted(str(exc)) from exc
+
+    path = make_manifest(tmp_path, n=1)
+    m = json.loads(path.read_text())
+    m["config"] = config_to_dict(cfg)
+    m["tasks"][0]["task_id"] = task.task_id
+    path.write_text(json.dumps(m))
+    rc = W.run(str(path), runner=runner, env=dict(ENV, SLURM_ARRAY_TASK_ID="0"),
+               install_signals=False)  # fmt: skip
+    assert rc == W.EXIT_PREEMPTED
+    line = [x for x in capsys.readouterr().err.splitlines() if "stopped before" in x][-1]
+    assert line.endswith("stopped before step 1/4") and line.count(task.run_id) == 1, line
+
+
+def test_a_stop_inside_a_step_names_the_step_1_based():
+    class Task:
+        run_id = "r"
+        step_indices = (0, 1, 2, 3)
+        steps = ("a", "b", "c", "d")
+
+    class Store:
+        def done_steps(self, run_id):
+            return {0, 1}
+
+    assert W.stop_message("stopped before epoch 2", Task(), Store()) == (
+        "step 3/4: stopped before epoch 2"
+    )
+    assert W.stop_message("stopped before step 3/4", Task(), Store()) == "stopped before step 3/4"
