@@ -31,6 +31,7 @@ import numpy as np
 
 from hpc_forget import languages as L
 from hpc_forget import reporting
+from hpc_forget.analysis_options import WORKERS, add_argparse
 from hpc_forget.data import LABELS
 from hpc_forget.methods import METHOD_KIND
 from hpc_forget.planning import MASSIVE_LOCALES, PAPER_ORDERS, RunKey
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", help="store folder (built if absent; default: a temporary folder)")
     ap.add_argument("--out", help="analysis output folder (default: a temporary folder)")
-    ap.add_argument("--workers", type=int, default=None, help="figure processes (default 2)")
+    add_argparse(ap, (WORKERS,))
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders")
     ap.add_argument(
         "--raw",

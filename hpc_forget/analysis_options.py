@@ -30,6 +30,13 @@ class Option:
     help: str
     type: type = str
     choices: tuple[str, ...] | None = None
+    minimum: int | None = None  # integers: the smallest allowed value
+
+
+WORKERS = Option(
+    "--workers", "workers", None, "processes drawing figures (default 2)", int, None, 1
+)
+"""Only for the commands that draw figures (`analyze`, analysis/figures.py, report.py)."""
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -46,7 +53,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "vitality groups by Joshi class, e.g. 'High=4-5,Mid=3,Low=0-2' (the default)",
     ),
-    Option("--bootstrap", "bootstrap", 1000, "bootstrap resamples (0: no CI)", type=int),
+    Option("--bootstrap", "bootstrap", 1000, "bootstrap resamples (0: no CI)", type=int, minimum=0),
     Option("--seed", "seed", 0, "bootstrap seed", type=int),
     Option(
         "--p-set",
@@ -72,27 +79,50 @@ def option_values(obj: Any) -> dict[str, Any]:
     return {o.dest: get(o.dest) for o in OPTIONS}
 
 
-def add_argparse(ap: Any) -> None:
-    """Add every option to an ``argparse.ArgumentParser``."""
-    for o in OPTIONS:
-        kw: dict[str, Any] = {"dest": o.dest, "default": o.default, "type": o.type}
+def _at_least(o: Option) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``o.minimum``, else a one-line usage error."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if o.minimum is not None and value < o.minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {o.minimum}")
+        return value
+
+    return parse
+
+
+def add_argparse(ap: Any, options: tuple[Option, ...] = OPTIONS) -> None:
+    """Add ``options`` (default: every analysis option) to an ``argparse.ArgumentParser``."""
+    for o in options:
+        kind = _at_least(o) if o.minimum is not None else o.type
+        kw: dict[str, Any] = {"dest": o.dest, "default": o.default, "type": kind}
         if o.choices:
             kw["choices"] = o.choices
         suffix = "" if o.default is None else f" (default {o.default})"
         ap.add_argument(o.flag, help=o.help + suffix, **kw)
 
 
-def click_options(f: Callable) -> Callable:
-    """Decorate a Click command with every option (in :data:`OPTIONS` order)."""
+def click_options(f: Callable, options: tuple[Option, ...] = OPTIONS) -> Callable:
+    """Decorate a Click command with ``options`` (default: every analysis option, in order)."""
     import click
 
-    for o in reversed(OPTIONS):
+    for o in reversed(options):
+        if o.choices:
+            kind: Any = click.Choice(o.choices)
+        elif o.minimum is not None:
+            kind = click.IntRange(min=o.minimum)
+        else:
+            kind = o.type
         f = click.option(
             o.flag,
             o.dest,
             default=o.default,
             show_default=o.default is not None,
-            type=click.Choice(o.choices) if o.choices else o.type,
+            type=kind,
             help=o.help[0].upper() + o.help[1:] + ".",
         )(f)
     return f

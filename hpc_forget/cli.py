@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -36,8 +37,18 @@ def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is logged (not the stream of the
+    moment the CLI started), so a command run in-process, as tests do, never logs to a
+    closed stream."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     log = logging.getLogger("hpc_forget")
     log.handlers[:] = [handler]
@@ -211,7 +222,7 @@ def store_selftest(
 @click.argument("store")
 @click.option("--out", required=True, help="Output folder.")
 @analysis_options.click_options
-@click.option("--workers", default=None, type=int, help="Processes drawing figures (default 2).")
+@functools.partial(analysis_options.click_options, options=(analysis_options.WORKERS,))
 def analyze_cmd(store: str, out: str, workers: int | None, **options: Any) -> None:
     """Reduce STORE into metrics.json, tables/, figures/ and report.html under --out."""
     from hpc_forget.reporting import analysis_notes, analyze, done_message

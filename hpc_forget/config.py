@@ -216,9 +216,11 @@ def _yaml_problem(exc: yaml.YAMLError) -> tuple[int | None, str]:
     return line, problem
 
 
-def _load_yaml(text: str, where: str) -> tuple[Any, dict[KeyPath, int]]:
+def _load_yaml(
+    text: str, where: str, loader_cls: type[yaml.SafeLoader] | type[yaml.BaseLoader] = _Loader
+) -> tuple[Any, dict[KeyPath, int]]:
     """Parse YAML, rejecting duplicate keys (at any depth); also return each key's line."""
-    loader = _Loader(text)
+    loader = loader_cls(text)
     lines: dict[KeyPath, int] = {}
     try:
         node = loader.get_single_node()
@@ -230,8 +232,15 @@ def _load_yaml(text: str, where: str) -> tuple[Any, dict[KeyPath, int]]:
         loader.dispose()
 
 
+def load_yaml_unique(text: str, where: str, *, strings: bool = False) -> Any:
+    """Parse a user's YAML file: a duplicate key at any depth is a one-line ConfigError naming
+    ``where:LINE`` (plain YAML keeps the last one silently). ``strings``: every scalar stays a
+    string (YAML's BaseLoader), as cluster profiles want. YAMLError passes through."""
+    return _load_yaml(text, where, yaml.BaseLoader if strings else _Loader)[0]
+
+
 def _walk(
-    loader: _Loader,
+    loader: Any,
     node: yaml.Node,
     path: KeyPath,
     lines: dict[KeyPath, int],

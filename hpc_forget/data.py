@@ -426,10 +426,15 @@ def _jsonl_lines(data: bytes) -> Iterator[tuple[int, bytes, Any]]:
 def _add_jsonl(builder: _Builder, data: bytes, *, file: str, where: str, locale: str) -> None:
     """Parse one per-locale JSONL file (``where`` is the display name lines are appended to).
 
-    A file in which no line is JSON is not a MASSIVE file at all: one DataError naming it
-    (even with skip_invalid), instead of one invalid row per line."""
+    A file with no line, or in which no line is JSON, is not a MASSIVE file at all: one
+    DataError naming it (even with skip_invalid), instead of one invalid row per line."""
     builder.files[locale] = where
     lines = list(_jsonl_lines(data))
+    if not lines:
+        raise DataError(
+            f"{where}: no rows (the file is empty) — restore {locale}.jsonl from the MASSIVE"
+            " release, or remove it"
+        )
     if lines and all(isinstance(row, _RowError) for _, _, row in lines):
         lineno, _, first = lines[0]
         raise DataError(

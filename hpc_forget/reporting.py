@@ -37,7 +37,7 @@ import numpy as np
 
 from hpc_forget import languages as L
 from hpc_forget import metrics as M
-from hpc_forget.analysis_options import add_argparse, option_values
+from hpc_forget.analysis_options import WORKERS, add_argparse, option_values
 from hpc_forget.errors import AnalysisError
 from hpc_forget.methods import DISPLAY_NAME, METHOD_KIND
 
@@ -2122,7 +2122,7 @@ def add_analysis_args(ap: Any, *, figures: bool = False) -> None:
     ap.add_argument("--out", required=True, help="output folder")
     add_argparse(ap)
     if figures:
-        ap.add_argument("--workers", type=int, default=None, help="figure processes (default 2)")
+        add_argparse(ap, (WORKERS,))
         ap.add_argument(
             "--fig7-png",
             type=int,

@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from hpc_forget.config import load_yaml_unique
 from hpc_forget.containers import (
     OFFLINE_ENV,
     ContainerError,
@@ -360,7 +361,7 @@ def load_profile(spec: str | None, overrides: Mapping[str, str] | Iterable[str] 
         path = find_profile(spec)
         source, name = str(path), path.stem
         try:
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader) or {}
+            raw = load_yaml_unique(path.read_text(encoding="utf-8"), str(path), strings=True) or {}
         except yaml.YAMLError as exc:
             line = getattr(getattr(exc, "problem_mark", None), "line", None)
             where = f"{path}:{line + 1}" if line is not None else str(path)

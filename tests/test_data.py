@@ -707,13 +707,12 @@ def test_empty_locale_split_names_the_file(tmp_path, split) -> None:
         "all": [],
     }[split]
     path = write_locale(tmp_path, "en-US", lines)
-    corpus = load_massive(tmp_path)
     with pytest.raises(DataError) as err:
-        prepare_splits(corpus, "en-US")
+        prepare_splits(load_massive(tmp_path), "en-US")  # an empty file: already at loading
     msg = str(err.value)
     assert msg.startswith(f"{path}: ") and "\n" not in msg
     if split == "all":
-        assert "no rows for locale en-US (the file has no rows)" in msg
+        assert "no rows (the file is empty)" in msg
     else:
         assert f"locale en-US has no {split} rows (partition '{split}')" in msg
 

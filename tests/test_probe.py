@@ -172,7 +172,8 @@ class Case:
     names: str = ""  # a substring the one-line message must contain
     setup: Callable[[Path], None] | None = None  # breaks one thing in the world
     call: Callable[[Path, Any], None] | None = None  # a library call instead of the CLI
-    expect: str = "error"  # error | warn | ok | fresh
+    expect: str = "error"  # error | warn | ok | fresh | recovers (a call that repairs)
+    repairs: str = ""  # with `recovers`: the only path prefix the call may rewrite
 
 
 def _write(rel: str, text: str | bytes) -> Callable[[Path], None]:
@@ -319,7 +320,7 @@ def _save_first_checkpoint(world: Path) -> None:
     """A good checkpoint of step 0 of the vanilla chain (a small module stands in)."""
     import torch
 
-    from hpc_forget.engine import save_checkpoint
+    from hpc_forget.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     save_checkpoint(torch.nn.Linear(4, 3), _probe_cfg(world), _vanilla_run_id(world), 0)
@@ -331,14 +332,15 @@ def _truncated_checkpoint(world: Path) -> None:
     p.write_bytes(p.read_bytes()[:300])
 
 
-def _call_load_checkpoint(world: Path, _mp: Any) -> None:
+def _call_resume_checkpoint(world: Path, _mp: Any) -> None:
     import torch
 
-    from hpc_forget.engine import latest_checkpoint, load_checkpoint
+    from hpc_forget.checkpoints import resume_from_checkpoint
 
-    found = latest_checkpoint(_probe_cfg(world), _vanilla_run_id(world), 1)
-    assert found is not None
-    load_checkpoint(torch.nn.Linear(4, 3), found[1])
+    start = resume_from_checkpoint(
+        torch.nn.Linear(4, 3), _probe_cfg(world), _vanilla_run_id(world), 1, n_steps=3
+    )
+    assert start == 0, start  # recompute from the first step
 
 
 def _enospc(*_a: Any, **_k: Any) -> Any:
@@ -349,10 +351,13 @@ def _call_checkpoint_enospc(world: Path, mp: Any) -> None:
     """torch.save writes part of the file, then the disk is full."""
     import torch
 
-    from hpc_forget.engine import save_checkpoint
+    from hpc_forget.checkpoints import save_checkpoint
 
     def partial_save(obj: Any, f: Any, *a: Any, **k: Any) -> None:
-        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        if hasattr(f, "write"):
+            f.write(b"PK\x03\x04 half a checkpoint")
+        else:
+            Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
         _enospc()
 
     mp.setattr(torch, "save", partial_save)
@@ -403,8 +408,9 @@ def _call_put_run_enospc(world: Path, mp: Any) -> None:
 
 def _call_put_run_other_config(world: Path, _mp: Any) -> None:
     """The store's run file for this run id was written with another config: never reuse it."""
-    from hpc_forget.config import config_to_dict
+    from hpc_forget.config import config_from_dict, config_to_dict
     from hpc_forget.data import LABELS
+    from hpc_forget.identity import run_settings
     from hpc_forget.planning import plan
     from hpc_forget.store import Store
 
@@ -412,6 +418,7 @@ def _call_put_run_other_config(world: Path, _mp: Any) -> None:
     t = plan(cfg)[0]
     other = config_to_dict(cfg)
     other["train"]["lr_full"] = 0.123
+    settings = run_settings(config_from_dict(other), t.key.method, t.key.rank)
     Store(world / "store").put_run(
         t.run_id,
         key=t.key.as_dict(),
@@ -420,6 +427,7 @@ def _call_put_run_other_config(world: Path, _mp: Any) -> None:
         steps=list(t.steps),
         labels=list(LABELS),
         config=other,
+        settings=settings,
     )
 
 
@@ -451,8 +459,9 @@ CASES: list[Case] = [
          _fresh("train.max_length=64"), expect="fresh"),
     Case("stale-source", "1 stale", "another data source must plan new runs",
          _fresh("data.source=samples"), expect="fresh"),
-    Case("stale-put-run-config", "1 stale", "put_run of a stored run id with another config",
-         names="lr_full", call=_call_put_run_other_config),
+    Case("stale-put-run-config", "1 stale",
+         "put_run of a stored run id with other settings (lr_full) is refused",
+         names="different settings", call=_call_put_run_other_config),
     Case("stale-run-file-before-scores", "1 stale",
          "a run that fails before its first scores leaves no run file",
          ("run", "study.yaml", "--no-progress", "--set", "models=[model]",
@@ -582,7 +591,7 @@ CASES: list[Case] = [
          _submit(), names="time", setup=_edit("profile.yaml", 'time: "0:30:00"',
                                               'time: "0:30:00"\ntime: "1:00:00"')),
     Case("rank0-top-level", "3 bad input", "top-level ranks [0] used by shared_lora",
-         ("config", "check", "study.yaml"), names="study.yaml: ranks",
+         ("config", "check", "study.yaml"), names="ranks[0]",
          setup=_edit("study.yaml", "methods: [multi, mono, vanilla]",
                      "methods: [multi, shared_lora]\nranks: [0]")),
     Case("model-truncated", "3 bad input", "truncated model weights", names="model.safetensors",
@@ -593,12 +602,14 @@ CASES: list[Case] = [
          setup=_broken_model("config"), call=_call_load_model),
     Case("model-bad-tokenizer", "3 bad input", "damaged tokenizer.json", names="tokenizer.json",
          setup=_broken_model("tokenizer"), call=_call_load_tokenizer),
-    Case("tiny-cache-damaged", "3 bad input", "damaged tiny-model cache", names="tiny-",
-         setup=_tiny_cache, call=_call_tiny_cache),
+    Case("tiny-cache-damaged", "3 bad input", "a damaged tiny-model cache is rebuilt",
+         setup=_tiny_cache, call=_call_tiny_cache, expect="recovers", repairs="cache/tiny-"),
     Case("checkpoint-enospc", "3 bad input", "full disk while writing a checkpoint",
          names="step-000001.pt", setup=_save_first_checkpoint, call=_call_checkpoint_enospc),
-    Case("checkpoint-truncated", "3 bad input", "truncated checkpoint", names="step-000000.pt",
-         setup=_truncated_checkpoint, call=_call_load_checkpoint),
+    Case("checkpoint-truncated", "3 bad input",
+         "a truncated checkpoint is skipped: the chain recomputes from step 1",
+         setup=_truncated_checkpoint, call=_call_resume_checkpoint, expect="recovers",
+         repairs="store/checkpoints/"),
     Case("step-enospc", "3 bad input", "full disk while writing a step", names="store",
          setup=_delete_last_step, call=_call_put_step_enospc),
     Case("run-file-enospc", "3 bad input", "full disk while writing a run file", names="store",
@@ -767,9 +778,12 @@ def run_case(
                 why.append(f"raised {type(exc).__name__}, not a UserError: {str(exc)[:120]!r}")
                 code = 1
             else:
-                why.append("no error raised")
+                if case.expect != "recovers":
+                    why.append("no error raised")
                 code = 0
         err += capsys.readouterr().err
+        if case.expect == "recovers" and "Traceback" in err:
+            why.append("traceback")
     else:
         argv = [a.replace("{out}", str(out)) for a in case.argv]
         code, stdout, err = _run_cli(argv, monkeypatch, capsys)
@@ -803,6 +817,9 @@ def run_case(
     after = _tree(world)
     lost = sorted(k for k in before if after.get(k) != before[k])
     new = sorted(set(after) - set(before))
+    if case.expect == "recovers":  # the damaged item may be rebuilt, nothing else touched
+        lost = [k for k in lost if not k.startswith(case.repairs)]
+        new = [k for k in new if not k.startswith(case.repairs)]
     if lost:
         why.append(f"changed or lost: {', '.join(lost[:3])}")
     if new:
@@ -837,7 +854,7 @@ def test_the_world_is_sound(world: Path, tmp_path: Path, monkeypatch, capsys) ->
         [a.replace("{out}", str(tmp_path)) for a in _analyze()], monkeypatch, capsys
     )
     assert code == 0 and not err.strip(), err
-    assert "(3 runs)" in stdout
+    assert "(3 runs" in stdout
     from hpc_forget.data import LABELS
     from hpc_forget.models import load_model
 
