@@ -480,24 +480,10 @@ def run_config(
     return out
 
 
-def planned_settings(cfg: ExperimentConfig, tasks: list[Task]) -> dict[str, tuple[dict, dict]]:
-    """Run id -> (key, settings) of every run the tasks belong to."""
-    out: dict[str, tuple[dict, dict]] = {}
-    for t in tasks:
-        if t.run_id not in out:
-            out[t.run_id] = (t.key.as_dict(), run_settings(cfg, t.key.method, t.key.rank))
-    return out
-
-
-def stored_settings(store: Store) -> dict[str, tuple[dict, dict]]:
-    """Run id -> (key, settings) of every run in the store."""
-    return {r.run_id: (r.key, r.settings) for r in store.runs()}
-
-
 def run_study(spec: str, *, overrides: dict[str, Any] | None = None, progress: bool = True) -> str:
     """`hpc-forget run`: load a config, run what the store lacks, return the printed summary."""
     from hpc_forget.config import load_config
-    from hpc_forget.identity import other_settings_note
+    from hpc_forget.identity import store_note
     from hpc_forget.summary import format_summary
 
     cfg = load_config(spec, overrides=overrides)
@@ -511,7 +497,7 @@ def run_study(spec: str, *, overrides: dict[str, Any] | None = None, progress: b
         " (steps already in the store were skipped)"
     )
     lines = [head]
-    note = other_settings_note(planned_settings(cfg, tasks), stored_settings(store))
+    note = store_note(store, cfg, {t.run_id for t in tasks})
     if note:
         lines.append(note)
     summary = format_summary(store, {t.run_id for t in tasks})

@@ -20,6 +20,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from hpc_forget.errors import UserError
+
 if TYPE_CHECKING:
     from hpc_forget.config import ExperimentConfig
 
@@ -143,3 +145,29 @@ def other_settings_note(
         f"note: the store also holds {others} run(s) of these cells with other settings"
         f" (differing in {what}); they are kept beside these runs and analysed as separate groups"
     )
+
+
+def run_slug(run_id: str) -> str:
+    """The readable part of a run id (its grid cell), without the trailing digest."""
+    return run_id.rsplit("_", 1)[0]
+
+
+def store_note(store: Any, cfg: ExperimentConfig, planned_ids: set[str]) -> str | None:
+    """:func:`other_settings_note` for a store and a config's planned run ids, cheaply: run
+    ids are listed from file names, and only the run files of the config's own grid cells
+    under other settings are read (``status`` stays fast on big stores)."""
+    slugs = {run_slug(r) for r in planned_ids}
+    others = [r for r in store.run_ids() if r not in planned_ids and run_slug(r) in slugs]
+    if not others:
+        return None
+    stored: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
+    planned: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
+    for run_id in others:
+        try:
+            rec = store.run(run_id)
+        except UserError:  # damaged: the store's problems() reports it
+            continue
+        stored[run_id] = (rec.key, rec.settings)
+        mine = {**rec.key, "settings": "planned"}
+        planned[f"planned:{run_id}"] = (mine, run_settings(cfg, rec.key["method"], rec.key["rank"]))
+    return other_settings_note(planned, stored)

@@ -49,7 +49,7 @@ from hpc_forget.containers import (
     launcher_argv,
     shorten,
 )
-from hpc_forget.errors import SlurmError
+from hpc_forget.errors import SlurmError, UserError
 from hpc_forget.worker import (
     EXIT_PREEMPTED,
     STALE_S,
@@ -1208,6 +1208,7 @@ class RunStatus:
 
     run_folder: str
     tasks: list[TaskStatus]
+    note: str | None = None  # the store also holds these cells under other settings
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in STATES}
@@ -1216,11 +1217,13 @@ class RunStatus:
         return out
 
     def format(self) -> str:
-        return format_status(self.tasks, folder=self.run_folder)
+        text = format_status(self.tasks, folder=self.run_folder)
+        return text + ("\n" + self.note if self.note else "")
 
     def as_json(self) -> dict[str, Any]:
         return {
             "run_folder": self.run_folder,
+            "note": self.note,
             "counts": self.counts(),
             "tasks": [t.as_dict() for t in self.tasks],
         }
@@ -1280,7 +1283,19 @@ def status(run: str | os.PathLike, *, sacct: bool = False) -> RunStatus:
             m = None  # a marker of an older array element does not describe this one
         st.state = _state(st, w, m, now)
         out.append(st)
-    return RunStatus(str(folder), out)
+    return RunStatus(str(folder), out, _settings_note(index.store, sub, {r[1] for r in rows}))
+
+
+def _settings_note(store: Any, sub: dict, planned_ids: set[str]) -> str | None:
+    """One line when the store also holds this submission's cells under other settings."""
+    from hpc_forget.config import config_from_dict
+    from hpc_forget.identity import store_note
+
+    try:
+        cfg = config_from_dict(sub["config"], origin="submission.json")
+    except (KeyError, UserError):
+        return None
+    return store_note(store, cfg, planned_ids)
 
 
 def _age_s(stamp: str | None, now: _dt.datetime) -> float | None:

@@ -1260,6 +1260,12 @@ class Store:
                 continue  # its run file appeared after runs/ was listed (being written now)
             self._problem(entry.path, f"no readable run file {RUNS_DIR}/{entry.name}.h5; skipped")
 
+    def run_ids(self) -> set[str]:
+        """The ids of the runs the store holds, from file names alone (no HDF5 read)."""
+        if not self.path.exists():
+            return set()
+        return self._run_ids(self._cons())
+
     def run(self, run_id: str) -> RunRecord:
         """One run; StoreError if the store has no readable run `run_id`."""
         self._require_store()

@@ -150,6 +150,10 @@ def test_changed_config_makes_new_runs_and_never_returns_old_scores(finished, tm
     assert before < set(after)  # the old runs are still there, untouched
     new = [after[t.run_id] for t in plan(changed)]
     assert all(r.settings["data"]["max_train"] == 40 for r in new)
+    from hpc_forget.identity import store_note
+
+    note = store_note(Store(cfg.store), changed, {t.run_id for t in plan(changed)})
+    assert note is not None and "(differing in data.max_train)" in note  # what `run` prints
 
 
 def test_store_path_spelled_differently_is_the_same_run(finished):

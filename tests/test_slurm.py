@@ -1102,3 +1102,29 @@ def test_time_limit_checkpoints_and_completes_after_requeue(interrupted_chains, 
     assert "REQUEUED" in sacct, sacct
     ref = reference_store(references, "chains")
     assert_same_results(r["work"] / "store", ref, {b.run_id})
+
+
+def test_status_says_when_the_store_holds_these_cells_under_other_settings(tmp_path, monkeypatch):
+    """#8: a changed config makes new runs beside the old ones; status says so in one line."""
+    from hpc_forget.config import config_from_dict, config_to_dict
+    from hpc_forget.identity import run_settings
+    from hpc_forget.planning import plan
+    from hpc_forget.store import Store
+
+    cfg = small_demo(tmp_path)
+    run = fake_submit(tmp_path, monkeypatch, cfg=cfg)
+    assert S.status(run).note is None
+    old_raw = config_to_dict(cfg)
+    old_raw["data"]["max_train"] = 7  # an earlier study, same cells, other settings
+    old_cfg = config_from_dict(old_raw)
+    task = plan(old_cfg)[0]
+    assert task.run_id not in {t.run_id for t in S.status(run).tasks}
+    Store(cfg.store).put_run(
+        task.run_id, key=task.key.as_dict(), kind=task.kind, languages=list(task.languages),
+        steps=list(task.steps), labels=["O"], config=old_raw,
+        settings=run_settings(old_cfg, task.key.method, task.key.rank),
+    )  # fmt: skip
+    st = S.status(run)
+    assert st.note is not None and "\n" not in st.note
+    assert "1 run(s)" in st.note and "(differing in data.max_train)" in st.note
+    assert st.note in st.format() and st.as_json()["note"] == st.note
