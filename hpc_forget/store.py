@@ -435,10 +435,11 @@ def _make_header(
         raise StoreError(f"put_run {run_id}: steps must be a non-empty list of names")
     if kind == "joint" and len(stps) != 1:
         raise StoreError(f"put_run {run_id}: a joint run has exactly one step, got {len(stps)}")
-    if kind == "per-language" and len(stps) != len(langs):
+    if kind == "per-language" and stps != langs:
         raise StoreError(
-            f"put_run {run_id}: a per-language run has one step per language"
-            f" ({len(langs)}), got {len(stps)}"
+            f"put_run {run_id}: a per-language run's steps must be its languages in the same"
+            f" order (step i trains and tests languages[i]); got steps {list(stps)} for"
+            f" languages {list(langs)}"
         )
     labs = tuple(labels)
     if not all(isinstance(x, str) for x in labs):

@@ -190,7 +190,11 @@ def test_runs_lists_every_run_sorted(tmp_path):
         (lambda st: _run(st, languages=[]), "languages must be a non-empty"),
         (lambda st: _run(st, languages=["en", "en"]), "duplicates"),
         (lambda st: _run(st, kind="joint", steps=["a", "b"]), "exactly one step"),
-        (lambda st: _run(st, kind="per-language", steps=["en"]), "one step per language"),
+        (lambda st: _run(st, kind="per-language", steps=["en"]), "steps must be its languages"),
+        (
+            lambda st: _run(st, kind="per-language", languages=["en", "de"], steps=["de", "en"]),
+            "in the same order",
+        ),  # step i is read as languages[i] (expected cells, analysis): one rule
         (lambda st: _run(st, config={"x": object()}), "config must be JSON-serializable"),
     ],
 )

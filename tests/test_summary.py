@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from hpc_forget.identity import settings_digest
 from hpc_forget.planning import RunKey
-from hpc_forget.store import Store
+from hpc_forget.store import Store, StoreError
 from hpc_forget.summary import format_summary
 
 nan = float("nan")
@@ -99,8 +100,10 @@ def test_only_the_runs_asked_for(tmp_path):
 
 
 def test_per_language_scores_follow_the_store_rule(tmp_path):
-    # steps listed in another order than languages: step i is still languages[i]'s cell
+    # step i is languages[i]'s cell; a run whose steps are in another order is refused
     store = Store(tmp_path / "s")
-    rid = put(store, "mono", "per-language", ["de-DE", "af-ZA"], [[0.5, nan], [nan, 0.9]])
+    rid = put(store, "mono", "per-language", LANGS, [[0.5, nan], [nan, 0.9]])
     assert store.missing(rid) == []
     assert row(format_summary(store), "MONO") == ["50.00", "90.00", "70.00"]
+    with pytest.raises(StoreError, match="in the same order"):
+        put(store, "mono", "per-language", LANGS[::-1], [[0.5, nan], [nan, 0.9]], seed=1)
