@@ -129,6 +129,7 @@ class Workspace:
     _tokenizer: dict = field(default_factory=dict)
     _encoded: dict = field(default_factory=dict)
     registered: set = field(default_factory=set)  # run ids whose run file this process wrote
+    _revision: dict = field(default_factory=dict)
 
     @property
     def corpus(self) -> Any:
@@ -178,6 +179,14 @@ class Workspace:
                 spec, texts_fn=texts, cache_dir=self.cache_dir
             )
         return self._model_path[spec]
+
+    def revision(self, spec: str) -> str:
+        """The weights ``spec`` resolves to here (models.resolved_revision), once per process."""
+        if spec not in self._revision:
+            from hpc_forget.models import resolved_revision
+
+            self._revision[spec] = resolved_revision(self.model_path(spec), self.cache_dir)
+        return self._revision[spec]
 
     def tokenizer(self, path: str) -> Any:
         if path not in self._tokenizer:
@@ -241,7 +250,6 @@ def _run_step(
     progress: bool,
 ) -> None:
     from hpc_forget.data import LABELS
-    from hpc_forget.models import resolved_revision
 
     cfg, key = ws.cfg, task.key
     tc = cfg.train
@@ -328,7 +336,7 @@ def _run_step(
             scores=scores,
             dev_curve=result.dev_curve,
             meta=meta,
-            provenance=provenance(model_revision=resolved_revision(path, ws.cache_dir)),
+            provenance=provenance(model_revision=ws.revision(key.model)),
         )
     accelerator.wait_for_everyone()
     test_avg = sum(scores.values()) / len(scores)
@@ -372,6 +380,30 @@ def task_settings(task: Task, cfg: ExperimentConfig) -> dict[str, Any]:
     return settings
 
 
+def check_same_weights(ws: Workspace, task: Task, store: Store) -> None:
+    """Stored steps of this run were computed on the weights the model spec resolves to now.
+
+    A pinned revision (``NAME@REV``) is part of the run id; an unpinned Hub model or a rebuilt
+    tiny model can change behind the same spec, and its old scores must not be skipped over
+    or continued from as if they were this model's.
+    """
+    from hpc_forget.errors import ModelError
+
+    rec = store.run(task.run_id) if task.run_id in store.run_ids() else None
+    if rec is None:
+        return
+    stored = {p.get("model_revision") for p in rec.provenance.values()} - {None, "unknown"}
+    if not stored:
+        return
+    now = ws.revision(task.key.model)
+    if now != "unknown" and now not in stored:
+        raise ModelError(
+            f"{task.task_id}: its stored steps were computed with model {task.key.model} at"
+            f" {sorted(stored)[0]}, which now resolves to {now} — pin the revision in `models`"
+            f" (NAME@REVISION), or use a new store for the new weights"
+        )
+
+
 def register_run(task: Task, cfg: ExperimentConfig, store: Store) -> None:
     """Write the run file; called just before the run's first scores are written, so a run
     that fails earlier (bad data, a missing model) leaves nothing in the store."""
@@ -408,6 +440,8 @@ def run_task(
     ws = workspace or Workspace(cfg)
     task_settings(task, cfg)  # before any work: the task must be this config's
     done = store.done_steps(task.run_id)
+    if done:
+        check_same_weights(ws, task, store)
     todo = [i for i in task.step_indices if i not in done]
     if not todo:
         return 0

@@ -200,3 +200,18 @@ def test_patience_ends_a_step_only_after_min_epochs(tmp_path, tiny_model_dir, mi
     (rec,) = Store(cfg.store).runs()
     assert rec.step_meta[0]["epochs_run"] == epochs
     assert rec.step_meta[0]["min_epochs"] == min_epochs
+
+
+def test_changed_weights_behind_the_same_spec_are_refused(finished, monkeypatch):
+    """Stored steps record the weights they used (provenance model_revision); if the spec now
+    resolves to other weights (an unpinned Hub model moved, a tiny model rebuilt differently),
+    the old scores are neither skipped over nor continued from."""
+    from hpc_forget.engine import Workspace
+    from hpc_forget.errors import ModelError
+
+    cfg, _ = finished
+    recorded = {p["model_revision"] for r in Store(cfg.store).runs() for p in r.provenance.values()}
+    assert len(recorded) == 1 and next(iter(recorded)) != "unknown"
+    monkeypatch.setattr(Workspace, "revision", lambda self, spec: "0123abcd" * 5)
+    with pytest.raises(ModelError, match=r"now resolves to 0123abcd.*pin the revision"):
+        run_config(cfg, progress=False)
