@@ -412,6 +412,20 @@ def main(argv: list[str] | None = None) -> None:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except OSError as exc:  # a filesystem problem no stage turned into its own message
+        click.echo(f"error: {os_error_line(exc)}", err=True)
+        sys.exit(2)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError that reached the command line: the path, what went wrong and
+    what to do. Every write is atomic (files.atomic_write), so nothing stored is damaged."""
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or one_line(str(exc))
+    return one_line(
+        f"{where}: {reason} — check the path, its permissions and free space, then re-run"
+        " (results already stored are intact)"
+    )
 
 
 if __name__ == "__main__":

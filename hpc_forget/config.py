@@ -180,6 +180,13 @@ def parse_sets(pairs: Iterable[str], *, command: str = "hpc-forget") -> dict[str
                     f"(see {command} --help)"
                 )
             )
+        if _has_control(pair):  # before YAML, which would fold a newline into a space
+            raise ConfigError(
+                _one_line(
+                    f"--set {pair!r}: contains a control character (newline, tab, ...), which"
+                    " no config value may hold; remove it"
+                )
+            )
         label = f"--set {key}={text}"
         _dotted_parts(key, label)
         out[key] = _yaml_value(text, label)

@@ -469,7 +469,13 @@ def prefetch(
         )
     sources = dict(sources or {})
     revisions = dict(revisions or {})
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PrefetchError(
+            f"--cache {cache}: cannot create the cache folder ({exc.strerror or exc}); choose a"
+            " writable folder that the compute nodes can read"
+        ) from None
     rec = read_record(cache)
     locales = list(cfg.data.languages)
     for spec in cfg.models:

@@ -209,3 +209,19 @@ def test_commands_that_do_not_train_import_no_torch(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=ENV
     )
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
+
+
+def test_an_unhandled_os_error_is_one_line_naming_the_path(monkeypatch, capsys):
+    """The last safety net: a filesystem error no stage turned into its own message."""
+    import hpc_forget.config as C
+    from hpc_forget.cli import main
+
+    def boom(name):
+        raise PermissionError(13, "Permission denied", "/some/where/demo.yaml")
+
+    monkeypatch.setattr(C, "builtin_config_text", boom)
+    with pytest.raises(SystemExit) as e:
+        main(["config", "show", "demo"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: /some/where/demo.yaml: Permission denied — check the path")
