@@ -26,13 +26,7 @@ from typing import Any
 import torch
 
 from hpc_forget import __version__
-from hpc_forget.checkpoints import (  # noqa: F401 - checkpoint_dir etc. re-exported
-    checkpoint_dir,
-    latest_checkpoint,
-    load_checkpoint,
-    resume_from_checkpoint,
-    save_checkpoint,
-)
+from hpc_forget.checkpoints import resume_from_checkpoint, save_checkpoint
 from hpc_forget.config import ExperimentConfig, config_to_dict
 from hpc_forget.identity import run_settings, settings_digest
 from hpc_forget.methods import DISPLAY_NAME, evaluated_languages, step_hyper, trained_languages
@@ -387,10 +381,11 @@ def check_same_weights(ws: Workspace, task: Task, store: Store) -> None:
     tiny model can change behind the same spec, and its old scores must not be skipped over
     or continued from as if they were this model's.
     """
-    from hpc_forget.errors import ModelError
+    from hpc_forget.errors import ModelError, StoreError
 
-    rec = store.run(task.run_id) if task.run_id in store.run_ids() else None
-    if rec is None:
+    try:
+        rec = store.run(task.run_id)  # it has stored steps, so its run file exists
+    except StoreError:
         return
     stored = {p.get("model_revision") for p in rec.provenance.values()} - {None, "unknown"}
     if not stored:

@@ -138,11 +138,15 @@ def other_settings_note(
             continue
         others += 1
         keys.update(differing_keys([mine, s]))
-    if not others:
+    return _note(others, keys)
+
+
+def _note(count: int, keys: set[str]) -> str | None:
+    if not count:
         return None
     what = ", ".join(sorted(keys)) if keys else "settings"
     return (
-        f"note: the store also holds {others} run(s) of these cells with other settings"
+        f"note: the store also holds {count} run(s) of these cells with other settings"
         f" (differing in {what}); they are kept beside these runs and analysed as separate groups"
     )
 
@@ -157,17 +161,15 @@ def store_note(store: Any, cfg: ExperimentConfig, planned_ids: set[str]) -> str 
     ids are listed from file names, and only the run files of the config's own grid cells
     under other settings are read (``status`` stays fast on big stores)."""
     slugs = {run_slug(r) for r in planned_ids}
-    others = [r for r in store.run_ids() if r not in planned_ids and run_slug(r) in slugs]
-    if not others:
-        return None
-    stored: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
-    planned: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
-    for run_id in others:
+    count, keys = 0, set()
+    for run_id in store.run_ids():
+        if run_id in planned_ids or run_slug(run_id) not in slugs:
+            continue
         try:
             rec = store.run(run_id)
         except UserError:  # damaged: the store's problems() reports it
             continue
-        stored[run_id] = (rec.key, rec.settings)
-        mine = {**rec.key, "settings": "planned"}
-        planned[f"planned:{run_id}"] = (mine, run_settings(cfg, rec.key["method"], rec.key["rank"]))
-    return other_settings_note(planned, stored)
+        mine = run_settings(cfg, rec.key["method"], rec.key["rank"])
+        count += 1
+        keys.update(differing_keys([mine, rec.settings]))
+    return _note(count, keys)
