@@ -975,9 +975,12 @@ def test_scancel_shows_in_status_and_resubmit_finishes_it(slurm_root, references
     after = {t.task_id: t for t in S.status(run).tasks}[victim.task_id]
     assert after.state == "failed", debug_text(run)
     assert "SIGTERM" in after.last_error or "Slurm" in after.last_error
-    assert {t.task_id: t for t in S.status(run, sacct=True).tasks}[
-        victim.task_id
-    ].slurm_state == "CANCELLED"
+
+    def sacct_state():  # accounting records reach slurmdbd a few seconds after the job ends
+        state = {t.task_id: t for t in S.status(run, sacct=True).tasks}[victim.task_id]
+        return state.slurm_state or None
+
+    assert wait_for(sacct_state, 60, "sacct to record the cancelled job", 1.0) == "CANCELLED"
     res = S.resubmit(run)
     resubmitted = [
         t["task_id"]
