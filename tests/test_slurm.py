@@ -978,7 +978,8 @@ def test_scancel_shows_in_status_and_resubmit_finishes_it(slurm_root, references
 
     def sacct_state():  # accounting records reach slurmdbd a few seconds after the job ends
         state = {t.task_id: t for t in S.status(run, sacct=True).tasks}[victim.task_id]
-        return state.slurm_state or None
+        final = state.slurm_state not in ("", "PENDING", "RUNNING", "REQUEUED")
+        return state.slurm_state if final else None
 
     assert wait_for(sacct_state, 60, "sacct to record the cancelled job", 1.0) == "CANCELLED"
     res = S.resubmit(run)
