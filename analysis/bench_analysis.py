@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hpc_forget import languages as L
-from hpc_forget import reporting
-from hpc_forget.analysis_options import WORKERS, add_argparse
-from hpc_forget.data import LABELS
-from hpc_forget.methods import METHOD_KIND
-from hpc_forget.planning import MASSIVE_LOCALES, PAPER_ORDERS, RunKey
-from hpc_forget.store import Store
+from hpc_forget.analysis import reporting
+from hpc_forget.analysis.options import WORKERS, add_argparse
+from hpc_forget.data.massive import LABELS
+from hpc_forget.store.store import Store
+from hpc_forget.study import languages as L
+from hpc_forget.study.methods import METHOD_KIND
+from hpc_forget.study.planning import MASSIVE_LOCALES, PAPER_ORDERS, RunKey
 
 METRICS_BUDGET_S = 5.0
 FULL_BUDGET_S = 30.0

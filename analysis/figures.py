@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpc_forget import reporting
+from hpc_forget.analysis import reporting
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from hpc_forget import reporting
+from hpc_forget.analysis import reporting
 
 
 def main(argv: list[str] | None = None) -> int:

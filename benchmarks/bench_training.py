@@ -48,16 +48,16 @@ def main() -> None:
         XLMRobertaConfig,
     )
 
-    from hpc_forget.data import LABELS, load_massive, prepare_splits
-    from hpc_forget.evaluation import predict_words, score_examples
-    from hpc_forget.models import (
+    from hpc_forget.data.massive import LABELS, load_massive, prepare_splits
+    from hpc_forget.models.models import (
         XLMR_BASE_CONFIG,
         encode,
         load_tokenizer,
         tiny_config,
         train_tokenizer,
     )
-    from hpc_forget.training import StepData, make_accelerator, train_step
+    from hpc_forget.run.evaluation import predict_words, score_examples
+    from hpc_forget.run.training import StepData, make_accelerator, train_step
 
     corpus = load_massive("samples", ["en-US"])
     splits = prepare_splits(corpus, "en-US", max_train=args.train, max_eval=args.test, seed=0)

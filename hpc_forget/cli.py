@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from hpc_forget import __version__, analysis_options
+from hpc_forget import __version__
+from hpc_forget.analysis import options as analysis_options
 from hpc_forget.errors import UserError, one_line
 
 # Commands import what they need inside their function: `--help`, `config`, `plan` and
@@ -28,7 +29,7 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``--set KEY=VALUE`` options as ``{dotted key: value}``; errors name the option."""
     if not pairs:
         return {}
-    from hpc_forget.config import parse_sets
+    from hpc_forget.study.config import parse_sets
 
     return parse_sets(pairs, command=_command_path())
 
@@ -85,7 +86,7 @@ def config_group() -> None:
 @click.argument("name")
 def config_show(name: str) -> None:
     """Print a built-in config (demo, paper) so you can copy and edit it."""
-    from hpc_forget.config import builtin_config_text
+    from hpc_forget.study.config import builtin_config_text
 
     click.echo(builtin_config_text(name), nl=False)
 
@@ -95,7 +96,7 @@ def config_show(name: str) -> None:
 @set_option
 def config_check(config: str, sets: tuple[str, ...]) -> None:
     """Validate CONFIG and print it resolved, defaults filled in."""
-    from hpc_forget.config import config_to_dict, dump_yaml, load_config
+    from hpc_forget.study.config import config_to_dict, dump_yaml, load_config
 
     click.echo(dump_yaml(config_to_dict(load_config(config, overrides=_overrides(sets)))), nl=False)
 
@@ -106,8 +107,8 @@ def config_check(config: str, sets: tuple[str, ...]) -> None:
 @set_option
 def plan_cmd(config: str, as_json: bool, sets: tuple[str, ...]) -> None:
     """Expand CONFIG into tasks and print them."""
-    from hpc_forget.config import load_config
-    from hpc_forget.planning import format_plan, plan
+    from hpc_forget.study.config import load_config
+    from hpc_forget.study.planning import format_plan, plan
 
     tasks = plan(load_config(config, overrides=_overrides(sets)))
     if as_json:
@@ -125,7 +126,7 @@ def run_cmd(config: str, sets: tuple[str, ...], no_progress: bool) -> None:
 
     Steps already in the store are skipped, so running again resumes.
     """
-    from hpc_forget.engine import run_study
+    from hpc_forget.run.engine import run_study
 
     click.echo(run_study(config, overrides=_overrides(sets), progress=not no_progress))
 
@@ -144,7 +145,7 @@ def data_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def data_inspect(source: str, locales: tuple[str, ...], as_json: bool) -> None:
     """Row counts, slot types and invalid rows per locale and split of SOURCE."""
-    from hpc_forget.data import format_inspect, inspect_data
+    from hpc_forget.data.massive import format_inspect, inspect_data
 
     report = inspect_data(source, list(locales) or None)
     click.echo(json.dumps(report, indent=2) if as_json else format_inspect(report))
@@ -164,7 +165,7 @@ def data_inspect(source: str, locales: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def params_cmd(model: str, languages: int, as_json: bool) -> None:
     """The paper's Table 1 Params column, beside what this implementation trains."""
-    from hpc_forget.params import format_params, params_for
+    from hpc_forget.models.params import format_params, params_for
 
     rows = params_for(model, n_languages=languages)
     if as_json:
@@ -188,7 +189,7 @@ def store_group() -> None:
 @click.option("--out", default=None, help="Output file (default: STORE/consolidated.h5).")
 def store_consolidate(store: str, out: str | None) -> None:
     """Merge every step file into one HDF5 file you can copy to a laptop."""
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     s = Store(store)
     path = s.consolidate(out)
@@ -210,7 +211,7 @@ def store_selftest(
     path: str, writers: int, kill_fraction: float, steps: int, seed: int, as_json: bool
 ) -> None:
     """Hammer a store at PATH with concurrent, randomly killed writers and verify it."""
-    from hpc_forget.selftest import format_selftest, selftest
+    from hpc_forget.store.selftest import format_selftest, selftest
 
     report = selftest(path, writers=writers, kill_fraction=kill_fraction, steps=steps, seed=seed)
     click.echo(json.dumps(report, indent=2) if as_json else format_selftest(report))
@@ -225,7 +226,7 @@ def store_selftest(
 @functools.partial(analysis_options.click_options, options=(analysis_options.WORKERS,))
 def analyze_cmd(store: str, out: str, workers: int | None, **options: Any) -> None:
     """Reduce STORE into metrics.json, tables/, figures/ and report.html under --out."""
-    from hpc_forget.reporting import analysis_notes, analyze, done_message
+    from hpc_forget.analysis.reporting import analysis_notes, analyze, done_message
 
     result = analyze(store, out, workers=workers, **analysis_options.option_values(options))
     for line in analysis_notes(result):
@@ -250,7 +251,7 @@ def _load_for_cluster(config: str, sets: tuple[str, ...], cache: str | None) -> 
     """The config, with --cache as cache_dir (absolute) so jobs look where prefetch wrote."""
     import os
 
-    from hpc_forget.config import load_config
+    from hpc_forget.study.config import load_config
 
     overrides = _overrides(sets)
     labels = {}
@@ -295,7 +296,7 @@ def prefetch_cmd(
     sets: tuple[str, ...],
 ) -> None:
     """On a login node: download, verify and record the models and data CONFIG needs."""
-    from hpc_forget.prefetch import prefetch
+    from hpc_forget.cluster.prefetch import prefetch
 
     cfg = _load_for_cluster(config, sets, cache)
     record = prefetch(
@@ -338,7 +339,7 @@ def submit_cmd(
     sets: tuple[str, ...],
 ) -> None:
     """Submit CONFIG's plan to Slurm as job arrays and return at once."""
-    from hpc_forget.slurm import load_profile, submit
+    from hpc_forget.cluster.slurm import load_profile, submit
 
     cfg = _load_for_cluster(config, sets, cache)
     prof = load_profile(profile, slurm_sets)
@@ -352,7 +353,7 @@ def submit_cmd(
 @click.option("--sacct", is_flag=True, help="Also ask Slurm's accounting (one batched sacct call).")
 def status_cmd(run: str, as_json: bool, sacct: bool) -> None:
     """State of every task of RUN (a run folder): pending, running, done or failed."""
-    from hpc_forget.slurm import status
+    from hpc_forget.cluster.slurm import status
 
     st = status(run, sacct=sacct)
     click.echo(json.dumps(st.as_json(), indent=2) if as_json else st.format())
@@ -368,7 +369,7 @@ def resubmit_cmd(
     run: str, profile: str | None, slurm_sets: tuple[str, ...], container: str, dry_run: bool
 ) -> None:
     """Submit only the failed or missing tasks and steps of RUN."""
-    from hpc_forget.slurm import load_profile, resubmit
+    from hpc_forget.cluster.slurm import load_profile, resubmit
 
     prof = load_profile(profile, ()) if profile else None
     result = resubmit(run, profile=prof, overrides=slurm_sets, container=container, dry_run=dry_run)
@@ -379,7 +380,7 @@ def resubmit_cmd(
 @click.argument("run")
 def cancel_cmd(run: str) -> None:
     """Cancel every job of RUN (resubmit runs what is left)."""
-    from hpc_forget.slurm import cancel
+    from hpc_forget.cluster.slurm import cancel
 
     ids = cancel(run)
     click.echo(f"cancelled {len(ids)} job(s): {' '.join(ids)}" if ids else "nothing to cancel")

@@ -7,7 +7,7 @@ It builds, in a temporary folder, the files `submit` and the workers leave behin
 plan (52 languages, all five methods, 4 LoRA ranks, 5 orders, as many seeds as needed):
 submission.json with arrays split at MaxArraySize, plan.json, a marker for three tasks in four
 (done, running or failed) and the step files of the done ones. Then it times
-`hpc_forget.slurm.status()` on it, without sacct. Nothing is submitted.
+`hpc_forget.cluster.slurm.status()` on it, without sacct. Nothing is submitted.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import time
 import zlib
 from pathlib import Path
 
-from hpc_forget.planning import MASSIVE_LOCALES
-from hpc_forget.slurm import (
+from hpc_forget.cluster.slurm import (
     PLAN_FILE,
     SUBMISSION_FORMAT,
     SUBMISSION_VERSION,
@@ -32,7 +31,8 @@ from hpc_forget.slurm import (
     status,
     task_record,
 )
-from hpc_forget.worker import marker_path, write_marker
+from hpc_forget.cluster.worker import marker_path, write_marker
+from hpc_forget.study.planning import MASSIVE_LOCALES
 
 
 def big_config(store: str, seeds: int) -> dict:
@@ -72,8 +72,8 @@ def fabricate(root: Path, n_tasks: int = 10_000, *, real_plan: bool = True) -> t
     store = root / "store"
     raw = big_config(str(store), max(1, -(-n_tasks // 286)))
     if real_plan:
-        from hpc_forget.config import config_from_dict
-        from hpc_forget.planning import plan
+        from hpc_forget.study.config import config_from_dict
+        from hpc_forget.study.planning import plan
 
         tasks = [task_record(t) for t in plan(config_from_dict(raw))]
     else:

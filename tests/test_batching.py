@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpc_forget.batching import collate, eval_batches, padded_length, train_batches
+from hpc_forget.data.batching import collate, eval_batches, padded_length, train_batches
 
 
 def test_train_batches_cover_every_example_once_and_are_deterministic():

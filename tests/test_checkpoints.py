@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-import hpc_forget.checkpoints as ck
+import hpc_forget.run.checkpoints as ck
 from hpc_forget import files
 from hpc_forget.errors import StoreError
 
@@ -171,7 +171,7 @@ def test_temp_files_of_dead_writers_of_this_run_are_removed_not_others(tmp_path)
 
 
 def _chain_cfg(store: Path, model_dir: Path):
-    from hpc_forget.config import config_from_dict
+    from hpc_forget.study.config import config_from_dict
 
     return config_from_dict(
         {
@@ -202,9 +202,9 @@ def _chain_cfg(store: Path, model_dir: Path):
 def test_resumed_chain_with_a_truncated_newest_checkpoint_gives_the_same_scores(
     tmp_path, tiny_model_dir, caplog
 ):
-    from hpc_forget.engine import Preempted, Workspace, run_task
-    from hpc_forget.planning import plan
-    from hpc_forget.store import Store
+    from hpc_forget.run.engine import Preempted, Workspace, run_task
+    from hpc_forget.store.store import Store
+    from hpc_forget.study.planning import plan
 
     ref_cfg = _chain_cfg(tmp_path / "ref", tiny_model_dir)
     (task,) = plan(ref_cfg)
@@ -230,6 +230,6 @@ def test_resumed_chain_with_a_truncated_newest_checkpoint_gives_the_same_scores(
 
 
 def _fresh(ws, task):
-    from hpc_forget.engine import _fresh_model
+    from hpc_forget.run.engine import _fresh_model
 
     return _fresh_model(ws, task, 0)[0]

@@ -213,7 +213,7 @@ def test_commands_that_do_not_train_import_no_torch(tmp_path):
 
 def test_an_unhandled_os_error_is_one_line_naming_the_path(monkeypatch, capsys):
     """The last safety net: a filesystem error no stage turned into its own message."""
-    import hpc_forget.config as C
+    import hpc_forget.study.config as C
     from hpc_forget.cli import main
 
     def boom(name):

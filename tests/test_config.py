@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from hpc_forget.config import (
+from hpc_forget.study.config import (
     ConfigError,
     config_from_dict,
     config_to_dict,

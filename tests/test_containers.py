@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from _golden import NASTY, check_golden  # noqa: E402
 
-from hpc_forget import containers as C
+from hpc_forget.cluster import containers as C
 
 ROOT = Path(__file__).resolve().parent.parent
 DEF_FILE = ROOT / "containers" / "hpc-forget.def"

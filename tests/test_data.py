@@ -1,4 +1,4 @@
-"""Tests for hpc_forget.data: sources, annot_utt -> BIO, label map, invalid rows, subsampling."""
+"""Tests for hpc_forget.data.massive: sources, annot_utt -> BIO, label map, invalid rows, subsampling."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc_forget import data as D
-from hpc_forget.data import (
+from hpc_forget.data import massive as D
+from hpc_forget.data.massive import (
     LABELS,
     SAMPLES_DIR,
     SLOT_TYPES,

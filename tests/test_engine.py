@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from hpc_forget.config import config_from_dict
-from hpc_forget.engine import Preempted, run_config, run_task
-from hpc_forget.planning import plan
-from hpc_forget.store import Store, StoreError
+from hpc_forget.run.engine import Preempted, run_config, run_task
+from hpc_forget.store.store import Store, StoreError
+from hpc_forget.study.config import config_from_dict
+from hpc_forget.study.planning import plan
 
 
 def _cfg(tmp_path, model_dir, **over):
@@ -130,7 +130,7 @@ def test_read_only_store_fails_before_training(tmp_path, tiny_model_dir, monkeyp
         raise StoreError(f"{self.path}: the store location is read-only — choose a writable store")
 
     monkeypatch.setattr(Store, "check_writable", refuse)
-    import hpc_forget.engine as engine
+    import hpc_forget.run.engine as engine
 
     monkeypatch.setattr(engine, "run_task", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(StoreError, match="read-only"):
@@ -150,7 +150,7 @@ def test_changed_config_makes_new_runs_and_never_returns_old_scores(finished, tm
     assert before < set(after)  # the old runs are still there, untouched
     new = [after[t.run_id] for t in plan(changed)]
     assert all(r.settings["data"]["max_train"] == 40 for r in new)
-    from hpc_forget.identity import store_note
+    from hpc_forget.study.identity import store_note
 
     note = store_note(Store(cfg.store), changed, {t.run_id for t in plan(changed)})
     assert note is not None and "(differing in data.max_train)" in note  # what `run` prints
@@ -180,7 +180,7 @@ def test_run_file_is_written_only_with_the_first_scores(tmp_path, tiny_model_dir
 
 
 def _raw_of(cfg):
-    from hpc_forget.config import config_to_dict
+    from hpc_forget.study.config import config_to_dict
 
     return config_to_dict(cfg)
 
@@ -206,8 +206,8 @@ def test_changed_weights_behind_the_same_spec_are_refused(finished, monkeypatch)
     """Stored steps record the weights they used (provenance model_revision); if the spec now
     resolves to other weights (an unpinned Hub model moved, a tiny model rebuilt differently),
     the old scores are neither skipped over nor continued from."""
-    from hpc_forget.engine import Workspace
     from hpc_forget.errors import ModelError
+    from hpc_forget.run.engine import Workspace
 
     cfg, _ = finished
     recorded = {p["model_revision"] for r in Store(cfg.store).runs() for p in r.provenance.values()}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpc_forget.evaluation import predict_words, score_examples, slot_f1
+from hpc_forget.run.evaluation import predict_words, score_examples, slot_f1
 
 
 def test_slot_f1_matches_hand_computed_micro_f1():

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from hpc_forget.config import load_config
-from hpc_forget.identity import (
+from hpc_forget.study.config import load_config
+from hpc_forget.study.identity import (
     differing_keys,
     other_settings_note,
     run_settings,
     settings_digest,
     settings_labels,
 )
-from hpc_forget.planning import plan
+from hpc_forget.study.planning import plan
 
 
 def _ids(**sets) -> set[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_forget import languages as L
+from hpc_forget.study import languages as L
 
 ROW = re.compile(r"^\| ([a-z]{2}-[A-Z]{2}) \| ([^|]+) \| (\w{4}) \| ([^|]+) \| (\d) \|$")
 
@@ -21,7 +21,7 @@ def test_52_locales_29_latin_23_not():
 
 
 def test_same_locales_as_the_paper_orders():
-    from hpc_forget.planning import MASSIVE_LOCALES
+    from hpc_forget.study.planning import MASSIVE_LOCALES
 
     assert set(L.LOCALES) == set(MASSIVE_LOCALES)
 

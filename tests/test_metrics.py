@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from hpc_forget import metrics as M
+from hpc_forget.analysis import metrics as M
 
 nan = float("nan")
 

@@ -1,4 +1,4 @@
-"""Tests for hpc_forget.models: loading, offline mode, tiny models, alignment, LoRA, params."""
+"""Tests for hpc_forget.models.models: loading, offline mode, tiny models, alignment, LoRA, params."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpc_forget import models
-from hpc_forget.models import (
+from hpc_forget.models import models
+from hpc_forget.models.models import (
     PRESETS,
     Encoded,
     ModelError,
@@ -270,7 +270,7 @@ def test_build_tiny_mlm_pretraining(
     config = json.loads((pre / "config.json").read_text())
     assert config["hidden_dropout_prob"] == 0.1  # fine-tuning keeps XLM-R's dropout
     caplog.clear()
-    with caplog.at_level("WARNING", logger="hpc_forget.models"):
+    with caplog.at_level("WARNING", logger="hpc_forget.models.models"):
         model = load_model(str(pre), LABELS)
     # no encoder weight missing or re-initialised
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -668,7 +668,7 @@ def test_damaged_tiny_cache_is_rebuilt_with_one_log_line(
         (path / models.TINY_MARKER).unlink()
     else:
         _damage(path / "tokenizer.json", "empty")
-    with caplog.at_level(logging.WARNING, logger="hpc_forget.models"):
+    with caplog.at_level(logging.WARNING, logger="hpc_forget.models.models"):
         again = _resolve_tiny(texts, tmp_path)
     assert again == path
     (line,) = [r.getMessage() for r in caplog.records]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpc_forget.params import (
+from hpc_forget.models.params import (
     PRESETS,
     XLMR_BASE_CONFIG,
     build_rows,
@@ -17,7 +17,7 @@ from hpc_forget.params import (
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 @pytest.mark.parametrize("n_languages", [52, 3])
 def test_preset_table_equals_the_meta_model_count(preset, n_languages):
-    from hpc_forget.models import params_table
+    from hpc_forget.models.models import params_table
 
     assert preset_params_table(preset, n_languages=n_languages) == params_table(
         preset, n_languages=n_languages
@@ -25,7 +25,7 @@ def test_preset_table_equals_the_meta_model_count(preset, n_languages):
 
 
 def test_closed_form_matches_a_differently_shaped_encoder():
-    from hpc_forget.models import params_table, tiny_config
+    from hpc_forget.models.models import params_table, tiny_config
 
     cfg = tiny_config(100, 5)
     shape = cfg.to_dict()

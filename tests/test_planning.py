@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hpc_forget.config import OrderSpec, load_config
-from hpc_forget.planning import (
+from hpc_forget.study.config import OrderSpec, load_config
+from hpc_forget.study.planning import (
     MASSIVE_LOCALES,
     PAPER_ORDERS,
     OrderError,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc_forget import prefetch as P
-from hpc_forget.config import config_from_dict
+from hpc_forget.cluster import prefetch as P
+from hpc_forget.study.config import config_from_dict
 
 LOCALES = ["en-US", "de-DE"]
 
@@ -79,7 +79,7 @@ def test_tarball_from_a_file_url_is_fetched_verified_and_recorded(tmp_path, tarb
     # at job time the worker reads the cached copy, through data.py as usual
     job_cfg = P.check_prefetched(cfg, tmp_path / "cache")
     assert job_cfg.data.source == str(cached)
-    from hpc_forget.data import load_massive
+    from hpc_forget.data.massive import load_massive
 
     corpus = load_massive(job_cfg.data.source, LOCALES)
     assert sorted(corpus.locales) == sorted(LOCALES)
@@ -128,7 +128,7 @@ def test_job_time_check_names_the_prefetch_command(tmp_path, tarball):
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory, massive_dir: Path) -> Path:
     """A real (tiny, untrained) XLM-R-shaped model folder, standing in for a Hub mirror."""
-    from hpc_forget.models import build_tiny
+    from hpc_forget.models.models import build_tiny
 
     out = tmp_path_factory.mktemp("mirror") / "xlmr-mirror"
     texts = [b.decode() for loc in ("en-US", "de-DE") for b in massive_rows(massive_dir, loc, 60)]
@@ -150,7 +150,7 @@ def test_model_from_a_local_folder_loads_offline_from_the_cache(
     assert P.check_prefetched(cfg, cache) == cfg
     # what a job does: offline, by preset name, from the cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from hpc_forget.models import load_model, load_tokenizer
+    from hpc_forget.models.models import load_model, load_tokenizer
 
     tok = load_tokenizer("xlm-roberta-base", cache_dir=str(cache))
     model = load_model("xlm-roberta-base", ["O", "B-time", "I-time"], cache_dir=str(cache))
@@ -175,7 +175,7 @@ def test_hub_models_are_pinned_and_the_pin_is_kept(tmp_path, model_folder, monke
             shutil.copytree(model_folder, snap)
         return str(snap)
 
-    import hpc_forget.models as M
+    import hpc_forget.models.models as M
 
     monkeypatch.setattr(M, "prefetch_model", fake_prefetch_model)
     cfg = make_cfg(tmp_path, "samples", models=("org/m",))
@@ -214,7 +214,7 @@ def test_hub_parquet_form_becomes_jsonl_per_locale(tmp_path, massive_dir):
         lines = (out / f"{loc}.jsonl").read_text().splitlines()
         assert len(lines) == want[loc]
     job_cfg = P.check_prefetched(cfg, tmp_path / "cache")
-    from hpc_forget.data import load_massive
+    from hpc_forget.data.massive import load_massive
 
     corpus = load_massive(job_cfg.data.source, LOCALES)
     assert sorted(corpus.locales) == sorted(LOCALES)
@@ -264,7 +264,7 @@ def fake_hub(model_folder: Path, asked: list):
 
 
 def test_a_config_pins_a_model_revision(tmp_path, model_folder, monkeypatch):
-    import hpc_forget.models as M
+    import hpc_forget.models.models as M
 
     asked: list = []
     monkeypatch.setattr(M, "prefetch_model", fake_hub(model_folder, asked))
@@ -294,7 +294,7 @@ def test_a_config_pins_a_model_revision(tmp_path, model_folder, monkeypatch):
 
 
 def test_a_tag_pin_resolves_offline_through_its_ref(tmp_path, model_folder, monkeypatch):
-    import hpc_forget.models as M
+    import hpc_forget.models.models as M
 
     asked: list = []
     monkeypatch.setattr(M, "prefetch_model", fake_hub(model_folder, asked))
@@ -313,7 +313,7 @@ def test_a_tag_pin_resolves_offline_through_its_ref(tmp_path, model_folder, monk
 def test_resolved_revision_of_folders(tmp_path, model_folder):
     import shutil
 
-    from hpc_forget.models import resolved_revision
+    from hpc_forget.models.models import resolved_revision
 
     plain = tmp_path / "plain"
     shutil.copytree(model_folder, plain)
@@ -327,7 +327,7 @@ def test_resolved_revision_of_folders(tmp_path, model_folder):
 
 
 def test_revision_conflicts_and_tiny_are_one_line():
-    import hpc_forget.models as M
+    import hpc_forget.models.models as M
 
     with pytest.raises(M.ModelError, match="pins revision abc but revision def"):
         M.load_config("org/m@abc", revision="def")
@@ -366,7 +366,7 @@ def test_the_hub_loader_reads_the_parquet_conversion_with_the_real_datasets(
         return real(str(hub), cache_dir=str(tmp_path / "hf"), **kw)
 
     monkeypatch.setattr(datasets, "load_dataset", local_hub)
-    from hpc_forget.data import load_massive
+    from hpc_forget.data.massive import load_massive
 
     corpus = load_massive("hf:AmazonScience/massive", ["en-US"])
     assert asked == [("AmazonScience/massive", "refs/convert/parquet")]

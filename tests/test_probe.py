@@ -113,10 +113,10 @@ def _tree(root: Path) -> dict[str, str]:
 def template(tmp_path_factory, massive_dir: Path, tiny_model_dir: Path) -> Path:
     """The pristine world: study.yaml, profile.yaml, data/, model/ and a store holding every
     step of study.yaml's plan (written with Store.put_run / put_step, no training)."""
-    from hpc_forget.config import config_to_dict, load_config
-    from hpc_forget.data import LABELS
-    from hpc_forget.planning import plan
-    from hpc_forget.store import Store
+    from hpc_forget.data.massive import LABELS
+    from hpc_forget.store.store import Store
+    from hpc_forget.study.config import config_to_dict, load_config
+    from hpc_forget.study.planning import plan
 
     root = tmp_path_factory.mktemp("probe-template")
     (root / "study.yaml").write_text(STUDY, encoding="utf-8")
@@ -263,7 +263,7 @@ def _broken_model(what: str) -> Callable[[Path], None]:
 def _tiny_cache(world: Path) -> None:
     """A tiny-model cache folder (as `resolve_model_spec("tiny")` leaves it) whose weights were
     cut short by a full disk; the probe then asks for the same tiny model again."""
-    from hpc_forget.models import tiny_key
+    from hpc_forget.models.models import tiny_key
 
     texts, labels = _TINY_ARGS
     key = tiny_key(texts, labels, vocab_size=300, mlm_steps=0)
@@ -277,7 +277,7 @@ _TINY_ARGS: tuple[list[str], list[str]] = (["wake me up at five am"], ["O"])
 
 
 def _call_tiny_cache(world: Path, _mp: Any) -> None:
-    from hpc_forget.models import load_model, resolve_model_spec
+    from hpc_forget.models.models import load_model, resolve_model_spec
 
     texts, labels = _TINY_ARGS
     path = resolve_model_spec(
@@ -292,26 +292,26 @@ def _call_tiny_cache(world: Path, _mp: Any) -> None:
 
 
 def _call_load_model(world: Path, _mp: Any) -> None:
-    from hpc_forget.data import LABELS
-    from hpc_forget.models import load_model
+    from hpc_forget.data.massive import LABELS
+    from hpc_forget.models.models import load_model
 
     load_model(str(world / "model"), list(LABELS))
 
 
 def _call_load_tokenizer(world: Path, _mp: Any) -> None:
-    from hpc_forget.models import load_tokenizer
+    from hpc_forget.models.models import load_tokenizer
 
     load_tokenizer(str(world / "model"))
 
 
 def _probe_cfg(world: Path) -> Any:
-    from hpc_forget.config import load_config
+    from hpc_forget.study.config import load_config
 
     return load_config(world / "study.yaml", overrides={"store": str(world / "store")})
 
 
 def _vanilla_run_id(world: Path) -> str:
-    from hpc_forget.planning import plan
+    from hpc_forget.study.planning import plan
 
     return next(t.run_id for t in plan(_probe_cfg(world)) if t.kind == "sequential")
 
@@ -320,7 +320,7 @@ def _save_first_checkpoint(world: Path) -> None:
     """A good checkpoint of step 0 of the vanilla chain (a small module stands in)."""
     import torch
 
-    from hpc_forget.checkpoints import save_checkpoint
+    from hpc_forget.run.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     save_checkpoint(torch.nn.Linear(4, 3), _probe_cfg(world), _vanilla_run_id(world), 0)
@@ -335,7 +335,7 @@ def _truncated_checkpoint(world: Path) -> None:
 def _call_resume_checkpoint(world: Path, _mp: Any) -> None:
     import torch
 
-    from hpc_forget.checkpoints import resume_from_checkpoint
+    from hpc_forget.run.checkpoints import resume_from_checkpoint
 
     start = resume_from_checkpoint(
         torch.nn.Linear(4, 3), _probe_cfg(world), _vanilla_run_id(world), 1, n_steps=3
@@ -351,7 +351,7 @@ def _call_checkpoint_enospc(world: Path, mp: Any) -> None:
     """torch.save writes part of the file, then the disk is full."""
     import torch
 
-    from hpc_forget.checkpoints import save_checkpoint
+    from hpc_forget.run.checkpoints import save_checkpoint
 
     def partial_save(obj: Any, f: Any, *a: Any, **k: Any) -> None:
         if hasattr(f, "write"):
@@ -366,7 +366,7 @@ def _call_checkpoint_enospc(world: Path, mp: Any) -> None:
 
 def _call_put_step_enospc(world: Path, mp: Any) -> None:
     """A new step of a new run while the disk is full (os.write fails)."""
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     s = Store(world / "store")
     run_id = sorted(stored_run_ids(world))[0]
@@ -383,7 +383,7 @@ def _call_put_step_enospc(world: Path, mp: Any) -> None:
 
 
 def _delete_last_step(world: Path) -> None:
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     s = Store(world / "store")
     run_id = sorted(stored_run_ids(world))[0]
@@ -392,7 +392,7 @@ def _delete_last_step(world: Path) -> None:
 
 
 def _call_put_run_enospc(world: Path, mp: Any) -> None:
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     mp.setattr(os, "write", _enospc)
     Store(world / "store").put_run(
@@ -408,11 +408,11 @@ def _call_put_run_enospc(world: Path, mp: Any) -> None:
 
 def _call_put_run_other_config(world: Path, _mp: Any) -> None:
     """The store's run file for this run id was written with another config: never reuse it."""
-    from hpc_forget.config import config_from_dict, config_to_dict
-    from hpc_forget.data import LABELS
-    from hpc_forget.identity import run_settings
-    from hpc_forget.planning import plan
-    from hpc_forget.store import Store
+    from hpc_forget.data.massive import LABELS
+    from hpc_forget.store.store import Store
+    from hpc_forget.study.config import config_from_dict, config_to_dict
+    from hpc_forget.study.identity import run_settings
+    from hpc_forget.study.planning import plan
 
     cfg = _probe_cfg(world)
     t = plan(cfg)[0]
@@ -861,8 +861,8 @@ def test_the_world_is_sound(world: Path, tmp_path: Path, monkeypatch, capsys) ->
     )
     assert code == 0 and not err.strip(), err
     assert "(3 runs" in stdout
-    from hpc_forget.data import LABELS
-    from hpc_forget.models import load_model
+    from hpc_forget.data.massive import LABELS
+    from hpc_forget.models.models import load_model
 
     load_model(str(world / "model"), list(LABELS))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpc_forget import reporting as Rp
-from hpc_forget.planning import RunKey
+from hpc_forget.analysis import reporting as Rp
+from hpc_forget.study.planning import RunKey
 
 nan = float("nan")
 LANGS = ["af-ZA", "am-ET", "de-DE"]  # store columns; Mid / Low / High vitality
@@ -242,7 +242,7 @@ def test_preset_params_by_arithmetic_match_the_paper():
 
 @pytest.mark.slow
 def test_preset_params_agree_with_models():
-    from hpc_forget import models
+    from hpc_forget.models import models
 
     for row in models.params_table("xlm-roberta-base", 7, (8, 32)):
         key = {"model": "xlm-roberta-base", "method": row.method, "rank": row.rank}
@@ -254,7 +254,7 @@ def test_preset_params_agree_with_models():
 
 def write_store(path: Path) -> list[str]:
     """The small_runs() grid written with the Store writer API."""
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     store = Store(path)
     ids = []
@@ -289,7 +289,7 @@ def write_store(path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory) -> Path:
-    pytest.importorskip("hpc_forget.store")
+    pytest.importorskip("hpc_forget.store.store")
     path = tmp_path_factory.mktemp("store") / "results"
     write_store(path)
     return path
@@ -430,7 +430,7 @@ SETTINGS_B = {"data": {"max_train": 400}, "train": {"lr": 1e-5, "max_epochs_full
 
 
 def with_settings(run: Rp.RunData, settings: dict, shift: float = 0.0) -> Rp.RunData:
-    from hpc_forget.identity import settings_digest
+    from hpc_forget.study.identity import settings_digest
 
     k = dict(run.key)
     k["settings"] = settings_digest(settings)
@@ -602,7 +602,7 @@ def test_analyze_cli_imports_no_torch_and_says_what_it_did(tmp_path):
     import subprocess
     import sys
 
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     path = tmp_path / "results"
     store = Store(path)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import hpc_forget.selftest as T
-from hpc_forget.store import Store, StoreError
+import hpc_forget.store.selftest as T
+from hpc_forget.store.store import Store, StoreError
 
 FIGURES = (
     "ok",
@@ -160,7 +160,7 @@ def test_format_failure(tmp_path):
 
 def test_module_cli(tmp_path):
     res = subprocess.run(
-        [sys.executable, "-m", "hpc_forget.selftest", str(tmp_path), "--writers", "2"]
+        [sys.executable, "-m", "hpc_forget.store.selftest", str(tmp_path), "--writers", "2"]
         + ["--kill-fraction", "0.5", "--steps", "2", "--json"],
         capture_output=True,
         text=True,
@@ -170,7 +170,7 @@ def test_module_cli(tmp_path):
     report = json.loads(res.stdout)
     assert report["ok"] and report["writers"] == 2
     res = subprocess.run(
-        [sys.executable, "-m", "hpc_forget.selftest", str(tmp_path), "--writers", "0"],
+        [sys.executable, "-m", "hpc_forget.store.selftest", str(tmp_path), "--writers", "0"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from _golden import NASTY, check_golden  # noqa: E402
 
-from hpc_forget import slurm as S
-from hpc_forget.config import load_config
-from hpc_forget.worker import write_marker
+from hpc_forget.cluster import slurm as S
+from hpc_forget.cluster.worker import write_marker
+from hpc_forget.study.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -499,7 +499,7 @@ def test_submit_writes_manifests_scripts_and_the_record(tmp_path, monkeypatch):
 
 
 def put_steps(store_path: Path, task: dict, steps) -> None:
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     st = Store(store_path)
     st.put_run(
@@ -607,7 +607,7 @@ def test_status_after_cancel_and_resubmit_selection(tmp_path, monkeypatch):
 
 def test_resubmit_only_failed_and_missing(tmp_path, monkeypatch):
     cfg = small_demo(tmp_path)
-    from hpc_forget.planning import plan
+    from hpc_forget.study.planning import plan
 
     tasks = plan(cfg)
     chains = [t for t in tasks if t.kind == "sequential"]
@@ -615,7 +615,7 @@ def test_resubmit_only_failed_and_missing(tmp_path, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.setattr(S, "sbatch_submit", lambda p, size=None: "200")
     S.submit(cfg, S.load_profile("local"), run_folder=run, tasks=chains, max_array_size=50)
-    from hpc_forget.slurm import task_record
+    from hpc_forget.cluster.slurm import task_record
 
     recs = [task_record(t) for t in chains]
     put_steps(tmp_path / "store", recs[0], range(4))
@@ -675,12 +675,12 @@ HEAVY = ("torch", "transformers", "peft", "accelerate", "datasets", "submitit")
 
 
 def test_status_imports_nothing_heavy(tmp_path, monkeypatch):
-    """`hpc-forget status` starts fast: neither the status path of hpc_forget.slurm nor the CLI
+    """`hpc-forget status` starts fast: neither the status path of hpc_forget.cluster.slurm nor the CLI
     command imports torch or a Hugging Face library (run in a fresh interpreter)."""
     run = fake_submit(tmp_path, monkeypatch)
     code = (
         "import sys\n"
-        "from hpc_forget.slurm import status\n"
+        "from hpc_forget.cluster.slurm import status\n"
         f"print(status({str(run)!r}).format().splitlines()[0])\n"
         "from hpc_forget.cli import cli\n"
         f"cli.main(['status', {str(run)!r}], standalone_mode=False)\n"
@@ -820,7 +820,7 @@ def assert_same_results(a_path: Path, b_path: Path, run_ids) -> None:
     """Same R matrices, dev curves and training losses: bit for bit."""
     import numpy as np
 
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     a, b = Store(a_path), Store(b_path)
     for rid in sorted(run_ids):
@@ -1012,7 +1012,7 @@ def interrupted_chains(slurm_root):
     run = work / "run"
     prof = S.load_profile("local", ["time=30", "signal_lead_s=90"])
     S.submit(cfg, prof, container="none", run_folder=run, workdir=work)
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     store = Store(work / "store")
     tasks = S.status(run).tasks
@@ -1110,10 +1110,10 @@ def test_time_limit_checkpoints_and_completes_after_requeue(interrupted_chains, 
 
 def test_status_says_when_the_store_holds_these_cells_under_other_settings(tmp_path, monkeypatch):
     """#8: a changed config makes new runs beside the old ones; status says so in one line."""
-    from hpc_forget.config import config_from_dict, config_to_dict
-    from hpc_forget.identity import run_settings
-    from hpc_forget.planning import plan
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
+    from hpc_forget.study.config import config_from_dict, config_to_dict
+    from hpc_forget.study.identity import run_settings
+    from hpc_forget.study.planning import plan
 
     cfg = small_demo(tmp_path)
     run = fake_submit(tmp_path, monkeypatch, cfg=cfg)

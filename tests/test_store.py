@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 import hpc_forget.files as F
-import hpc_forget.store as S
-from hpc_forget.store import (
+import hpc_forget.store.store as S
+from hpc_forget.store.store import (
     SCHEMA_VERSION,
     RunRecord,
     Store,
@@ -304,7 +304,7 @@ def test_writer_killed_leaves_no_partial_file(tmp_path, where):
         f"""
         import os, signal
         import hpc_forget.files as F
-        import hpc_forget.store as S
+        import hpc_forget.store.store as S
         st = S.Store({str(tmp_path)!r})
         {patch}
         st.put_step("r1", 1, scores={{"en": 0.5}}, dev_curve=[], meta={{}}, provenance={{}})
@@ -331,7 +331,7 @@ def test_reader_on_a_store_being_written(tmp_path):
             "-c",
             textwrap.dedent(
                 f"""
-                from hpc_forget.store import Store
+                from hpc_forget.store.store import Store
                 st = Store({str(tmp_path)!r})
                 for i in range(40):
                     st.put_step("live", i, scores={{x: (i + 1) / 100 for x in {LANGS!r}}},
@@ -603,7 +603,7 @@ def test_read_only_location_real_permissions():
         ro.mkdir()
         ro.chmod(0o555)
         code = f"""
-            from hpc_forget.store import Store, StoreError
+            from hpc_forget.store.store import Store, StoreError
             try:
                 Store({str(ro / "store")!r}).check_writable()
             except StoreError as e:
@@ -768,7 +768,7 @@ def test_killed_consolidation_keeps_previous_file(tmp_path):
     res = _run_py(
         f"""
         import os, signal
-        import hpc_forget.store as S
+        import hpc_forget.store.store as S
         real, calls = S._write_consolidated_run, []
         def dying(g, h, rows):
             calls.append(1)
@@ -955,7 +955,7 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_writer(tmp_path):
         f"""
         import os, signal
         import hpc_forget.files as F
-        import hpc_forget.store as S
+        import hpc_forget.store.store as S
         st = S.Store({str(tmp_path)!r})
         F.write_all = lambda fd, data: (os.write(fd, data[:50]), os.kill(os.getpid(), 9))
         st.put_step("r1", 1, scores={{"en": 0.5}}, dev_curve=[], meta={{}}, provenance={{}})

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from hpc_forget.identity import settings_digest
-from hpc_forget.planning import RunKey
-from hpc_forget.store import Store, StoreError
-from hpc_forget.summary import format_summary
+from hpc_forget.analysis.summary import format_summary
+from hpc_forget.store.store import Store, StoreError
+from hpc_forget.study.identity import settings_digest
+from hpc_forget.study.planning import RunKey
 
 nan = float("nan")
 LANGS = ["af-ZA", "de-DE"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpc_forget.training import _shard, mixed_precision
+from hpc_forget.run.training import _shard, mixed_precision
 
 
 def test_single_process_takes_every_batch():

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc_forget import worker as W
-from hpc_forget.slurm import batch_body
+from hpc_forget.cluster import worker as W
+from hpc_forget.cluster.slurm import batch_body
 
 
 def make_manifest(tmp_path: Path, n: int = 2, **kw) -> Path:
@@ -53,7 +53,8 @@ def test_offline_variables_are_set_before_any_hugging_face_import(tmp_path):
         f"""
         import os, sys
         before = dict(os.environ)
-        import hpc_forget.worker as w
+        import hpc_forget.worker
+        import hpc_forget.cluster.worker as w
         assert dict(os.environ) == before
         HF = ("transformers", "datasets", "huggingface_hub", "accelerate", "peft", "torch")
 
@@ -298,9 +299,9 @@ def test_heartbeat_refreshes_the_marker_while_the_task_runs(tmp_path):
 def test_a_stop_before_any_step_names_it_1_based_and_the_task_once(tmp_path, capsys):
     """The real engine stopping before the first step of a 4-step MONO task: the worker's line
     says "step 1/4" (as the log counts steps) and names the task once."""
-    from hpc_forget import engine
-    from hpc_forget.config import config_to_dict, load_config
-    from hpc_forget.planning import plan
+    from hpc_forget.run import engine
+    from hpc_forget.study.config import config_to_dict, load_config
+    from hpc_forget.study.planning import plan
 
     cfg = load_config("demo", overrides={"store": str(tmp_path / "store"), "methods": ["mono"]})
     task = next(t for t in plan(cfg) if t.kind == "per-language" and len(t.steps) == 4)

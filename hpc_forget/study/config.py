@@ -700,7 +700,7 @@ def _methods(c: _Checker, raw: Any, ranks: tuple[int, ...]) -> tuple[MethodSpec,
 
 def _orders(c: _Checker, raw: Any, languages: tuple[str, ...]) -> tuple[OrderSpec, ...]:
     # Imported here: planning imports config.
-    from hpc_forget.planning import PAPER_ORDERS, OrderError, resolve_order
+    from hpc_forget.study.planning import PAPER_ORDERS, OrderError, resolve_order
 
     if isinstance(raw, int | dict) and not isinstance(raw, bool):
         raw = [raw]

@@ -115,7 +115,7 @@ class RunRecord:
     labels: list[str]
     config: dict
     settings: dict = field(default_factory=dict)
-    """What beyond the key the scores depend on (hpc_forget.identity.run_settings)."""
+    """What beyond the key the scores depend on (hpc_forget.study.identity.run_settings)."""
     step_meta: dict[int, dict] = field(default_factory=dict)
     dev_curves: dict[int, list[float]] = field(default_factory=dict)
     provenance: dict[int, dict] = field(default_factory=dict)
@@ -977,7 +977,7 @@ class Store:
         first is kept); a different one is a StoreError.
 
         ``settings``: everything beyond the key that the scores depend on
-        (:func:`hpc_forget.identity.run_settings`); the key's ``settings`` digest names it."""
+        (:func:`hpc_forget.study.identity.run_settings`); the key's ``settings`` digest names it."""
         self._require_directory("put_run")
         h = _make_header(
             run_id, key=key, kind=kind, languages=languages, steps=steps, labels=labels,

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hpc_forget.errors import OrderError
-from hpc_forget.identity import run_settings, settings_digest
-from hpc_forget.methods import METHOD_KIND
+from hpc_forget.study.identity import run_settings, settings_digest
+from hpc_forget.study.methods import METHOD_KIND
 
 if TYPE_CHECKING:
-    from hpc_forget.config import ExperimentConfig, OrderSpec
+    from hpc_forget.study.config import ExperimentConfig, OrderSpec
 
 
 def _split(s: str) -> tuple[str, ...]:

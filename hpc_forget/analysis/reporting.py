@@ -2,7 +2,7 @@
 
 Layers, each usable alone (the analysis/ scripts call them):
 
-- :func:`load_store` — the ONLY function that talks to :mod:`hpc_forget.store`; it turns the
+- :func:`load_store` — the ONLY function that talks to :mod:`hpc_forget.store.store`; it turns the
   store into plain :class:`RunData` records (matrices with NaN, missing cells, provenance).
 - :func:`compute_metrics` — pure: RunData -> the metrics dict written as metrics.json
   (per-run metrics, per-group mean/std/bootstrap CI, per-language MFT/MBT, groupings).
@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from hpc_forget import languages as L
-from hpc_forget import metrics as M
-from hpc_forget.analysis_options import WORKERS, add_argparse, option_values
+from hpc_forget.analysis import metrics as M
+from hpc_forget.analysis.options import WORKERS, add_argparse, option_values
 from hpc_forget.errors import AnalysisError
-from hpc_forget.methods import DISPLAY_NAME, METHOD_KIND
+from hpc_forget.study import languages as L
+from hpc_forget.study.methods import DISPLAY_NAME, METHOD_KIND
 
 SCHEMA_VERSION = 1
 METHOD_ORDER: tuple[str, ...] = ("multi", "mono", "vanilla", "shared_lora", "nonshared_lora")
@@ -75,8 +75,8 @@ class RunData:
 
     def expected_cells(self) -> list[tuple[int, str]]:
         """The (step, language) cells this run's kind fills: the store's one rule
-        (:func:`hpc_forget.store.expected_cells`)."""
-        from hpc_forget.store import expected_cells
+        (:func:`hpc_forget.store.store.expected_cells`)."""
+        from hpc_forget.store.store import expected_cells
 
         return expected_cells(self.kind, self.languages, self.steps)
 
@@ -101,7 +101,7 @@ def load_store(path: str | Path) -> StoreData:
             f"{path}: no such store; pass the folder given to `hpc-forget run` "
             "(or a copy of its consolidated .h5)"
         )
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     store = Store(p)
     runs: list[RunData] = []
@@ -231,8 +231,8 @@ def _group_sort_key(gk: tuple, model_rank: Mapping[str, int], settings_label: st
 def settings_groups(runs: Sequence[RunData]) -> dict[tuple, dict[str, Any]]:
     """For every group key: its settings dict and a label naming only the settings keys in
     which it differs from the other groups of the same grid cell ("" when the store holds
-    one settings for that cell; :func:`hpc_forget.identity.settings_labels`)."""
-    from hpc_forget.identity import settings_labels
+    one settings for that cell; :func:`hpc_forget.study.identity.settings_labels`)."""
+    from hpc_forget.study.identity import settings_labels
 
     settings: dict[tuple, dict[str, Any]] = {}
     for r in runs:
@@ -250,7 +250,7 @@ def settings_groups(runs: Sequence[RunData]) -> dict[tuple, dict[str, Any]]:
 
 def settings_note(runs: Sequence[RunData]) -> str | None:
     """One line when some grid cell of the store holds runs of more than one settings."""
-    from hpc_forget.identity import differing_keys
+    from hpc_forget.study.identity import differing_keys
 
     by_cell: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in runs:
@@ -300,12 +300,12 @@ def _trainable_from_meta(run: RunData) -> float | None:
 
 def default_params(key: Mapping[str, Any], n_languages: int) -> float | None:
     """Trainable parameters in millions, the paper's convention, for a preset model
-    (:data:`hpc_forget.params.PRESETS`, by name or hub id, with or without ``@revision``),
-    from its shape alone (:func:`hpc_forget.params.encoder_counts`); None for any other model.
+    (:data:`hpc_forget.models.params.PRESETS`, by name or hub id, with or without ``@revision``),
+    from its shape alone (:func:`hpc_forget.models.params.encoder_counts`); None for any other model.
     Never imports torch and never touches the network. Pass ``params=`` to :func:`analyze` to
     supply your own callable ``(key, n_languages) -> M``."""
-    from hpc_forget.config import split_revision
-    from hpc_forget.params import PRESETS, XLMR_BASE_CONFIG, encoder_counts
+    from hpc_forget.models.params import PRESETS, XLMR_BASE_CONFIG, encoder_counts
+    from hpc_forget.study.config import split_revision
 
     model, _ = split_revision(str(key.get("model", "")))
     if model not in PRESETS and model not in PRESETS.values():
@@ -2117,7 +2117,7 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 
 def add_analysis_args(ap: Any, *, figures: bool = False) -> None:
     """The options shared by the analysis/ scripts (an argparse.ArgumentParser): the store,
-    ``--out`` and :data:`hpc_forget.analysis_options.OPTIONS` (also `hpc-forget analyze`'s)."""
+    ``--out`` and :data:`hpc_forget.analysis.options.OPTIONS` (also `hpc-forget analyze`'s)."""
     ap.add_argument("store", help="store folder, or its consolidated .h5 copy")
     ap.add_argument("--out", required=True, help="output folder")
     add_argparse(ap)
@@ -2172,7 +2172,7 @@ def run_script(main: Callable[[], None]) -> int:
     """Run an analysis script's ``main``: user errors become one line on stderr, exit 2."""
     errors: tuple[type[BaseException], ...] = (AnalysisError, L.LanguageError, M.MetricsError)
     try:
-        from hpc_forget.store import StoreError
+        from hpc_forget.store.store import StoreError
 
         errors += (StoreError,)
     except ImportError:

@@ -111,7 +111,7 @@ def language(locale: str) -> Language:
         hint = " (MASSIVE writes Slovenian as sl-SL)" if locale == "sl-SI" else ""
         raise LanguageError(
             f"unknown locale {locale!r}{hint}: use a MASSIVE code such as de-DE "
-            "(see hpc_forget.languages.LOCALES)"
+            "(see hpc_forget.study.languages.LOCALES)"
         ) from None
 
 

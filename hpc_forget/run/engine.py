@@ -26,13 +26,18 @@ from typing import Any
 import torch
 
 from hpc_forget import __version__
-from hpc_forget.checkpoints import resume_from_checkpoint, save_checkpoint
-from hpc_forget.config import ExperimentConfig, config_to_dict
-from hpc_forget.identity import run_settings, settings_digest
-from hpc_forget.methods import DISPLAY_NAME, evaluated_languages, step_hyper, trained_languages
-from hpc_forget.planning import Task, plan
-from hpc_forget.store import Store
-from hpc_forget.training import Preempted, StepData, make_accelerator, train_step
+from hpc_forget.run.checkpoints import resume_from_checkpoint, save_checkpoint
+from hpc_forget.run.training import Preempted, StepData, make_accelerator, train_step
+from hpc_forget.store.store import Store
+from hpc_forget.study.config import ExperimentConfig, config_to_dict
+from hpc_forget.study.identity import run_settings, settings_digest
+from hpc_forget.study.methods import (
+    DISPLAY_NAME,
+    evaluated_languages,
+    step_hyper,
+    trained_languages,
+)
+from hpc_forget.study.planning import Task, plan
 
 __all__ = ["Preempted", "run_task", "run_config", "provenance", "Workspace"]
 
@@ -128,7 +133,7 @@ class Workspace:
     @property
     def corpus(self) -> Any:
         if self._corpus is None:
-            from hpc_forget.data import load_massive
+            from hpc_forget.data.massive import load_massive
 
             d = self.cfg.data
             self._corpus = load_massive(d.source, d.languages, skip_invalid=d.skip_invalid)
@@ -137,7 +142,7 @@ class Workspace:
     def splits(self, locale: str, seed: int) -> Any:
         key = (locale, seed)
         if key not in self._splits:
-            from hpc_forget.data import prepare_splits
+            from hpc_forget.data.massive import prepare_splits
 
             d = self.cfg.data
             self._splits[key] = prepare_splits(
@@ -158,7 +163,7 @@ class Workspace:
 
     def model_path(self, spec: str) -> str:
         if spec not in self._model_path:
-            from hpc_forget.models import resolve_model_spec
+            from hpc_forget.models.models import resolve_model_spec
 
             def texts() -> list[str]:
                 # The tiny preset's tokenizer is trained on the study's own training texts
@@ -177,14 +182,14 @@ class Workspace:
     def revision(self, spec: str) -> str:
         """The weights ``spec`` resolves to here (models.resolved_revision), once per process."""
         if spec not in self._revision:
-            from hpc_forget.models import resolved_revision
+            from hpc_forget.models.models import resolved_revision
 
             self._revision[spec] = resolved_revision(self.model_path(spec), self.cache_dir)
         return self._revision[spec]
 
     def tokenizer(self, path: str) -> Any:
         if path not in self._tokenizer:
-            from hpc_forget.models import load_tokenizer
+            from hpc_forget.models.models import load_tokenizer
 
             self._tokenizer[path] = load_tokenizer(path, cache_dir=self.cache_dir)
         return self._tokenizer[path]
@@ -192,8 +197,8 @@ class Workspace:
     def encoded(self, path: str, locale: str, split: str, seed: int) -> tuple[Any, list[Any]]:
         key = (path, locale, split, seed)
         if key not in self._encoded:
-            from hpc_forget.data import LABELS
-            from hpc_forget.models import encode
+            from hpc_forget.data.massive import LABELS
+            from hpc_forget.models.models import encode
 
             examples = list(getattr(self.splits(locale, seed), split))
             label2id = {lab: i for i, lab in enumerate(LABELS)}
@@ -221,8 +226,8 @@ def _concat(parts: list[tuple[Any, list[Any]]]) -> tuple[Any, list[Any]]:
 
 
 def _fresh_model(ws: Workspace, task: Task, seed: int) -> tuple[torch.nn.Module, str]:
-    from hpc_forget.data import LABELS
-    from hpc_forget.models import add_lora, load_model
+    from hpc_forget.data.massive import LABELS
+    from hpc_forget.models.models import add_lora, load_model
 
     path = ws.model_path(task.key.model)
     seed_everything(seed)
@@ -243,7 +248,7 @@ def _run_step(
     should_stop: Callable[[], bool],
     progress: bool,
 ) -> None:
-    from hpc_forget.data import LABELS
+    from hpc_forget.data.massive import LABELS
 
     cfg, key = ws.cfg, task.key
     tc = cfg.train
@@ -279,7 +284,7 @@ def _run_step(
         head_lr=hyper.head_lr if hyper.lora_rank else None,
         min_epochs=hyper.min_epochs,
     )
-    from hpc_forget.evaluation import predict_words, score_examples
+    from hpc_forget.run.evaluation import predict_words, score_examples
 
     t_eval = time.perf_counter()
     scores: dict[str, float] = {}
@@ -402,7 +407,7 @@ def check_same_weights(ws: Workspace, task: Task, store: Store) -> None:
 def register_run(task: Task, cfg: ExperimentConfig, store: Store) -> None:
     """Write the run file; called just before the run's first scores are written, so a run
     that fails earlier (bad data, a missing model) leaves nothing in the store."""
-    from hpc_forget.data import LABELS
+    from hpc_forget.data.massive import LABELS
 
     if not is_main_process():
         return
@@ -511,9 +516,9 @@ def run_config(
 
 def run_study(spec: str, *, overrides: dict[str, Any] | None = None, progress: bool = True) -> str:
     """`hpc-forget run`: load a config, run what the store lacks, return the printed summary."""
-    from hpc_forget.config import load_config
-    from hpc_forget.identity import store_note
-    from hpc_forget.summary import format_summary
+    from hpc_forget.analysis.summary import format_summary
+    from hpc_forget.study.config import load_config
+    from hpc_forget.study.identity import store_note
 
     cfg = load_config(spec, overrides=overrides)
     t0 = time.perf_counter()

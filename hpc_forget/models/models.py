@@ -28,7 +28,7 @@ from torch import nn
 
 from hpc_forget import files
 from hpc_forget.errors import ModelError
-from hpc_forget.params import (  # noqa: F401 - PAPER_TABLE1, Row, format_params: re-exported
+from hpc_forget.models.params import (  # noqa: F401 - PAPER_TABLE1, Row, format_params: re-exported
     PAPER_TABLE1,
     PRESETS,
     XLMR_BASE_CONFIG,
@@ -68,7 +68,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 def split_spec(spec: str) -> tuple[str, str | None]:
     """``NAME@REVISION`` -> (NAME, REVISION); an existing folder (even with ``@`` in its name) and
     a spec without ``@`` -> (spec, None). See config.split_revision."""
-    from hpc_forget.config import split_revision
+    from hpc_forget.study.config import split_revision
 
     if "@" not in spec or Path(spec).expanduser().exists():
         return spec, None
@@ -733,7 +733,7 @@ def pretrain_mlm(
     """
     from transformers import get_linear_schedule_with_warmup
 
-    from hpc_forget.batching import train_batches
+    from hpc_forget.data.batching import train_batches
 
     max_length = min(_MLM["max_length"], tokenizer.model_max_length)  # fits the positions
     ids = tokenizer(
@@ -989,7 +989,7 @@ def resolved_revision(path: str, cache_dir: str | None = None) -> str:
         if folder.parent.name == "snapshots" and _COMMIT_RE.match(folder.name):
             return folder.name
         if (folder / "hpc_forget_tiny.json").is_file():
-            from hpc_forget.prefetch import tree_digest
+            from hpc_forget.cluster.prefetch import tree_digest
 
             return f"tiny-{tree_digest(folder)[0][:16]}"
         return "local"

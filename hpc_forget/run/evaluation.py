@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from seqeval.metrics import f1_score
 
-from hpc_forget.batching import collate, eval_batches
+from hpc_forget.data.batching import collate, eval_batches
 
 
 def slot_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:

@@ -3,7 +3,7 @@
 `hpc-forget params` for a preset needs only the preset's shape: the counts of a BERT-style
 encoder (XLM-R, E5) are closed-form sums over its layers, so the command starts without
 importing torch or transformers. Other models (hub ids, paths, ``tiny``) are counted by
-`hpc_forget.models.params_table`, which builds the model on the ``meta`` device and hands the
+`hpc_forget.models.models.params_table`, which builds the model on the ``meta`` device and hands the
 counts to :func:`build_rows`; tests/test_models.py checks that both agree.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hpc_forget.methods import DISPLAY_NAME
+from hpc_forget.study.methods import DISPLAY_NAME
 
 PRESETS: dict[str, str] = {
     "xlm-roberta-base": "FacebookAI/xlm-roberta-base",
@@ -185,10 +185,10 @@ def preset_params_table(
 
 def params_for(model: str, n_languages: int = 52) -> list[Row]:
     """`hpc-forget params`: a preset from its shape (no torch); any other model through
-    `hpc_forget.models.params_table` (its config from the Hub, a folder or ``tiny``)."""
+    `hpc_forget.models.models.params_table` (its config from the Hub, a folder or ``tiny``)."""
     if model in PRESETS:
         return preset_params_table(model, n_languages=n_languages)
-    from hpc_forget.models import params_table
+    from hpc_forget.models.models import params_table
 
     return params_table(model, n_languages=n_languages)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hpc_forget.config import TrainConfig
+    from hpc_forget.study.config import TrainConfig
 
 METHOD_KIND: dict[str, str] = {
     "multi": "joint",

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from hpc_forget.batching import collate, train_batches
-from hpc_forget.evaluation import predict_words, score_examples
+from hpc_forget.data.batching import collate, train_batches
+from hpc_forget.run.evaluation import predict_words, score_examples
 
 log = logging.getLogger("hpc_forget")
 

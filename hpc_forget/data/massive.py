@@ -93,7 +93,7 @@ HUB_ID = "AmazonScience/massive"
 # one folder per config: <config>/<split>/0000.parquet (config = locale, or all_1.1).
 HUB_PARQUET_REVISION = "refs/convert/parquet"
 HUB_SPLITS: tuple[str, ...] = ("train", "validation", "test")
-SAMPLES_DIR: Path = Path(__file__).resolve().parent / "assets" / "massive"
+SAMPLES_DIR: Path = Path(__file__).resolve().parents[1] / "assets" / "massive"
 SAMPLE_SEED = 0
 # Rows per locale and split in the shipped samples (de-DE and sw-KE have no train split).
 SAMPLE_SIZES: dict[str, dict[str, int]] = {

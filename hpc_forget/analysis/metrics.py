@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_forget.analysis_options import (  # noqa: F401 (re-exported)
+from hpc_forget.analysis.options import (  # noqa: F401 (re-exported)
     CONVENTIONS,
     HOP_P_SET_DEFAULT,
     P_SET_DEFAULT,

@@ -36,8 +36,7 @@ from typing import Any
 
 import yaml
 
-from hpc_forget.config import load_yaml_unique
-from hpc_forget.containers import (
+from hpc_forget.cluster.containers import (
     OFFLINE_ENV,
     ContainerError,
     accelerate_config,
@@ -49,8 +48,7 @@ from hpc_forget.containers import (
     launcher_argv,
     shorten,
 )
-from hpc_forget.errors import SlurmError, UserError
-from hpc_forget.worker import (
+from hpc_forget.cluster.worker import (
     EXIT_PREEMPTED,
     STALE_S,
     build_manifest,
@@ -58,6 +56,8 @@ from hpc_forget.worker import (
     log_path,
     read_marker,
 )
+from hpc_forget.errors import SlurmError, UserError
+from hpc_forget.study.config import load_yaml_unique
 
 SUBMISSION_FORMAT = "hpc-forget-submission"
 SUBMISSION_VERSION = 1
@@ -306,7 +306,7 @@ def profile_dirs() -> list[Path]:
     if os.environ.get(PROFILE_ENV):
         dirs.append(Path(os.environ[PROFILE_ENV]))
     dirs.append(Path.cwd() / "slurm" / "profiles")
-    dirs.append(Path(__file__).resolve().parent.parent / "slurm" / "profiles")
+    dirs.append(Path(__file__).resolve().parents[2] / "slurm" / "profiles")
     out: list[Path] = []
     for d in dirs:
         if d not in out:
@@ -936,7 +936,7 @@ def _image(container: str | None, *, dry_run: bool) -> str | None:
 def _job_config(cfg: Any) -> tuple[dict, str, str]:
     """The config as jobs get it, and the absolute store and cache paths (relative paths
     resolve against the job's working directory, which is the submit directory)."""
-    from hpc_forget.config import config_to_dict
+    from hpc_forget.study.config import config_to_dict
 
     store = str(Path(cfg.store).absolute())
     cache = str(Path(cfg.cache_dir).absolute()) if cfg.cache_dir else os.path.join(store, "cache")
@@ -960,7 +960,7 @@ def submit(
     ``dry_run`` nothing is written or submitted and no Slurm is needed: the result's
     ``dry_run_text`` holds every script.
     """
-    from hpc_forget.planning import plan
+    from hpc_forget.study.planning import plan
 
     image = _image(container, dry_run=dry_run)
     config, store, cache = _job_config(cfg)
@@ -985,7 +985,7 @@ def submit(
         chosen = [r for r in records if r["task_id"] in wanted]
     else:
         chosen = records
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     index = StepIndex(Store(store))
     todo = [t for t in chosen if not set(t["step_indices"]) <= index.done(t["run_id"])]
@@ -1143,8 +1143,8 @@ def _task_locations(sub: dict) -> dict[str, _Where]:
 
 def _planned(sub: dict) -> list[dict]:
     """The config's full plan, as task records (slow for 10,000 tasks: resubmit only)."""
-    from hpc_forget.config import config_from_dict
-    from hpc_forget.planning import plan
+    from hpc_forget.study.config import config_from_dict
+    from hpc_forget.study.planning import plan
 
     cfg = config_from_dict(sub["config"], origin="submission.json")
     return [task_record(t) for t in plan(cfg)]
@@ -1232,7 +1232,7 @@ class RunStatus:
 def status(run: str | os.PathLike, *, sacct: bool = False) -> RunStatus:
     """``hpc-forget status RUN``: one TaskStatus per planned task, from the store, the task
     markers and the manifests; ``sacct=True`` adds Slurm's view in one batched sacct call."""
-    from hpc_forget.store import Store
+    from hpc_forget.store.store import Store
 
     folder = resolve_run_folder(run)
     sub = read_submission(folder)
@@ -1288,8 +1288,8 @@ def status(run: str | os.PathLike, *, sacct: bool = False) -> RunStatus:
 
 def _settings_note(store: Any, sub: dict, planned_ids: set[str]) -> str | None:
     """One line when the store also holds this submission's cells under other settings."""
-    from hpc_forget.config import config_from_dict
-    from hpc_forget.identity import store_note
+    from hpc_forget.study.config import config_from_dict
+    from hpc_forget.study.identity import store_note
 
     try:
         cfg = config_from_dict(sub["config"], origin="submission.json")

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from hpc_forget.identity import grid_key, settings_labels
-from hpc_forget.methods import DISPLAY_NAME
+from hpc_forget.study.identity import grid_key, settings_labels
+from hpc_forget.study.methods import DISPLAY_NAME
 
 
 def _pct(x: float) -> str:

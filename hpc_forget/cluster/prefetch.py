@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_forget.data import HUB_ID as MASSIVE_HUB
-from hpc_forget.data import HUB_PARQUET_REVISION as MASSIVE_HUB_REVISION
+from hpc_forget.data.massive import HUB_ID as MASSIVE_HUB
+from hpc_forget.data.massive import HUB_PARQUET_REVISION as MASSIVE_HUB_REVISION
 from hpc_forget.errors import PrefetchError
 
 RECORD = "prefetch.json"
@@ -116,7 +116,7 @@ def data_needs_fetch(source: str) -> bool:
 
 def model_needs_fetch(spec: str) -> bool:
     """Presets and Hub ids need the network; 'tiny' and local folders do not."""
-    from hpc_forget.models import PRESETS, TINY, split_spec
+    from hpc_forget.models.models import PRESETS, TINY, split_spec
 
     spec, _ = split_spec(spec)
     if spec == TINY:
@@ -304,7 +304,7 @@ def _model_from_hub(
     spec: str, repo_id: str, revision: str | None, cache: Path, pinned: str | None = None
 ) -> Item:
     """``revision``: what to fetch; ``pinned``: the revision the config names (if any)."""
-    from hpc_forget.models import ModelError, prefetch_model, split_spec
+    from hpc_forget.models.models import ModelError, prefetch_model, split_spec
 
     try:
         name, _ = split_spec(spec)
@@ -459,7 +459,7 @@ def prefetch(
     (``{spec: commit}``); otherwise the revision recorded by an earlier prefetch is fetched
     again (``update=True`` takes the Hub's ``main`` now).
     """
-    from hpc_forget.models import hub_id, split_spec
+    from hpc_forget.models.models import hub_id, split_spec
 
     cache = Path(cache_dir).absolute() if cache_dir is not None else Path(default_cache(cfg))
     if cfg.cache_dir and Path(cfg.cache_dir).absolute() != cache:
@@ -517,7 +517,7 @@ def check_prefetched(cfg: Any, cache_dir: str | os.PathLike | None) -> Any:
     PrefetchError naming the prefetch command otherwise."""
     import dataclasses
 
-    from hpc_forget.models import hub_id, split_spec
+    from hpc_forget.models.models import hub_id, split_spec
 
     cache = Path(cache_dir) if cache_dir is not None else Path(default_cache(cfg))
     hint = prefetch_hint(cfg.name, str(cache))

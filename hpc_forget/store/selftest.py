@@ -1,6 +1,6 @@
 """`hpc-forget store selftest`: prove that a filesystem keeps the store's guarantees.
 
-N writer processes write S steps each through the real :class:`~hpc_forget.store.Store` API,
+N writer processes write S steps each through the real :class:`~hpc_forget.store.store.Store` API,
 all at once, into a fresh store under PATH; a random fraction F of them is SIGKILLed at random
 moments (before, between and inside writes). A reader thread polls the store throughout and
 records every row it sees that is incomplete, wrong or unreadable. Afterwards the store is
@@ -11,8 +11,8 @@ Each writer reports a step only after ``put_step`` returned, by appending a line
 file and fsync'ing it. One writer in four re-writes the run of the writer before it, in reverse
 step order (a requeued Slurm task overlapping the original), so the same step files are raced.
 
-The writer processes (``python -m hpc_forget.selftest --writer ...``) import only the standard
-library, numpy, h5py and hpc_forget.store, so that 64 of them start quickly on a small machine.
+The writer processes (``python -m hpc_forget.store.selftest --writer ...``) import only the standard
+library, numpy, h5py and hpc_forget.store.store, so that 64 of them start quickly on a small machine.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpc_forget.store import Store, StoreError
+from hpc_forget.store.store import Store, StoreError
 
 LANGUAGES = ("en", "de", "fr", "es", "ja", "zh", "ar", "hi", "sw", "fi", "ko", "ru")
 
@@ -227,7 +227,14 @@ def selftest(
     t0 = time.monotonic()
     reader.start()
     for w in plan:
-        cmd = [sys.executable, "-m", "hpc_forget.selftest", "--writer", str(store_dir), w.run_id]
+        cmd = [
+            sys.executable,
+            "-m",
+            "hpc_forget.store.selftest",
+            "--writer",
+            str(store_dir),
+            w.run_id,
+        ]
         cmd += [str(steps), str(n_lang), str(w.log)] + (["--reverse"] if w.reverse else [])
         with open(w.err, "wb") as err:
             w.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
@@ -407,12 +414,12 @@ def format_selftest(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hpc_forget.selftest PATH --writers N --kill-fraction F`` (and writer mode)."""
+    """``python -m hpc_forget.store.selftest PATH --writers N --kill-fraction F`` (and writer mode)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--writer"]:
         store, run_id, steps, n_lang, log, *rest = argv[1:]
         return _writer_main(store, run_id, int(steps), int(n_lang), log, "--reverse" in rest)
-    p = argparse.ArgumentParser(prog="python -m hpc_forget.selftest", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m hpc_forget.store.selftest", description=__doc__)
     p.add_argument("path")
     p.add_argument("--writers", type=int, default=64)
     p.add_argument("--kill-fraction", type=float, default=0.2)

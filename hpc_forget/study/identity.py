@@ -1,6 +1,6 @@
 """What identifies a run: every setting that can change its scores, and nothing else.
 
-A run's key (:class:`hpc_forget.planning.RunKey`) holds the grid axes (method, model with its
+A run's key (:class:`hpc_forget.study.planning.RunKey`) holds the grid axes (method, model with its
 revision, rank, order, seed, strategy, data scale) and ``settings``: a digest of
 :func:`run_settings`, the rest of the resolved config that can change a score (data selection,
 languages, the hyper-parameters that apply to this method, the label scheme). Two runs share an
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from hpc_forget.errors import UserError
 
 if TYPE_CHECKING:
-    from hpc_forget.config import ExperimentConfig
+    from hpc_forget.study.config import ExperimentConfig
 
 NOT_SCORE_KEYS: tuple[str, ...] = ("name", "store", "cache_dir", "train.cpu_threads")
 """Config keys that cannot change a score (documented in docs/config.md)."""
@@ -35,7 +35,7 @@ SETTINGS_DIGEST_LEN = 12
 
 
 def _labels_digest() -> str:
-    from hpc_forget.data import LABELS
+    from hpc_forget.data.massive import LABELS
 
     return hashlib.sha256("\n".join(LABELS).encode()).hexdigest()[:12]
 
@@ -54,7 +54,7 @@ def run_settings(cfg: ExperimentConfig, method: str, rank: int) -> dict[str, Any
     Train keys that do not apply to the run (``*_full`` in a LoRA run, ``*lora*`` in a full
     fine-tuning run) are left out, and ``lr_head_lora: null`` is resolved to ``lr_lora``.
     """
-    from hpc_forget.config import config_to_dict
+    from hpc_forget.study.config import config_to_dict
 
     d = config_to_dict(cfg)
     data = dict(d["data"])

@@ -1,0 +1,431 @@
+"""``python -m hpc_forget.worker MANIFEST``: run one task of a Slurm array (docs/slurm.md).
+
+A task crosses from the login node into the job (and into the container) as JSON, not as a
+pickle: the manifest holds the resolved config, the array's tasks and facts about the submitting
+environment. The worker takes ``tasks[SLURM_ARRAY_TASK_ID]``, runs it through
+``engine.run_task`` and keeps a marker file per task (``RUN/tasks/<task_id>.json``) that
+``hpc-forget status`` reads.
+
+``main`` sets the Hugging Face offline variables first; this module imports no Hugging Face
+library, so they are set before any is imported. Signals: SIGUSR1 (forwarded by the batch script ahead of the time limit) and
+SIGTERM/SIGINT set the stop flag that the engine polls between epochs and steps; the worker then
+exits with EXIT_PREEMPTED and the batch script requeues the job (for SIGUSR1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import signal
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc_forget import __version__
+from hpc_forget.cluster.containers import OFFLINE_ENV
+from hpc_forget.errors import WorkerError
+
+MANIFEST_FORMAT = "hpc-forget-manifest"
+MANIFEST_VERSION = 1
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the task raised: see the marker's last_error and the log
+EXIT_USAGE = 2  # unreadable manifest, bad index, version mismatch: resubmitting will not help
+EXIT_PREEMPTED = 75  # stopped by a signal with the store consistent; a re-run resumes
+
+MARKER_STATES = ("running", "stopping", "requeued", "interrupted", "done", "failed")
+HEARTBEAT_S = 60.0  # a running worker rewrites its marker this often
+STALE_S = 300.0  # status calls a "running" marker older than this lost
+
+
+class TaskPreempted(Exception):
+    """Raised by a runner when the stop flag made it stop early (engine.Preempted)."""
+
+
+# --------------------------------------------------------------------------------------------
+# manifest (pure)
+
+
+def environment_facts() -> dict[str, str]:
+    """What the manifest records about the process that builds it (and the worker checks)."""
+    return {
+        "package_version": __version__,
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "host": socket.gethostname(),
+    }
+
+
+def build_manifest(
+    *,
+    config: dict,
+    tasks: list[dict],
+    run_folder: str,
+    array: str,
+    log_pattern: str,
+    cache_dir: str,
+    max_requeues: int,
+    environment: dict[str, str],
+    created_at: str,
+) -> dict[str, Any]:
+    """The JSON document one array's jobs read; ``tasks[i]`` is array index i."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "array": array,
+        "run_folder": run_folder,
+        "log_pattern": log_pattern,
+        "cache_dir": cache_dir,
+        "max_requeues": max_requeues,
+        "created_at": created_at,
+        "environment": environment,
+        "config": config,
+        "tasks": tasks,
+    }
+
+
+def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            m = json.load(f)
+    except OSError as exc:
+        raise WorkerError(
+            f"{path}: cannot read the task manifest ({exc.strerror}); is the run folder on a"
+            " filesystem the compute nodes (and the container binds) can see?"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise WorkerError(
+            f"{path}:{exc.lineno}: the task manifest is not valid JSON ({exc.msg})"
+        ) from None
+    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
+        raise WorkerError(f"{path}: not an hpc-forget task manifest")
+    if m.get("version") != MANIFEST_VERSION:
+        raise WorkerError(
+            f"{path}: manifest version {m.get('version')} but this worker reads version"
+            f" {MANIFEST_VERSION}; resubmit with the hpc-forget that runs the jobs"
+        )
+    return m
+
+
+def check_compatible(manifest: dict, path: str, here: dict[str, str]) -> None:
+    """The package that runs the task must be the one that planned it (config and task formats
+    belong to it). Python versions may differ: the manifest is plain JSON."""
+    there = manifest.get("environment", {})
+    if there.get("package_version") != here["package_version"]:
+        raise WorkerError(
+            f"{path}: submitted with hpc-forget {there.get('package_version')} (Python"
+            f" {there.get('python')}) but the job runs hpc-forget {here['package_version']}"
+            f" (Python {here['python']}, {here['python_executable']}); rebuild the image or"
+            " reinstall so both match, then `hpc-forget resubmit`"
+        )
+
+
+def array_index(explicit: int | None, env: dict[str, str] | os._Environ) -> int:
+    if explicit is not None:
+        return explicit
+    raw = env.get("SLURM_ARRAY_TASK_ID")
+    if raw is None or not raw.strip().isdigit():
+        raise WorkerError(
+            "SLURM_ARRAY_TASK_ID is not set; run the worker as a Slurm array job or pass --index N"
+        )
+    return int(raw)
+
+
+def log_path(pattern: str, env: dict[str, str] | os._Environ) -> str:
+    """The array element's log file from the sbatch ``--output`` pattern (%A, %a, %j, %x, %%)."""
+    subst = {
+        "A": env.get("SLURM_ARRAY_JOB_ID", env.get("SLURM_JOB_ID", "")),
+        "a": env.get("SLURM_ARRAY_TASK_ID", ""),
+        "j": env.get("SLURM_JOB_ID", ""),
+        "x": env.get("SLURM_JOB_NAME", ""),
+        "%": "%",
+    }
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "%" and i + 1 < len(pattern) and pattern[i + 1] in subst:
+            out.append(subst[pattern[i + 1]])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# markers
+
+
+def marker_path(run_folder: str | os.PathLike, task_id: str) -> Path:
+    return Path(run_folder) / "tasks" / f"{task_id}.json"
+
+
+def read_marker(path: str | os.PathLike) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def write_marker(path: Path, data: dict) -> None:
+    """Atomic: readers see the old marker or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Marker:
+    """The marker of one task attempt; every update rewrites the file."""
+
+    path: Path
+    data: dict = field(default_factory=dict)
+    enabled: bool = True
+    # reentrant: a signal handler may update the marker while the main thread is writing it
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def update(self, **kw: Any) -> None:
+        with self._lock:
+            self.data.update(kw, updated_at=_now())
+            if self.enabled:
+                try:
+                    write_marker(self.path, self.data)
+                except OSError as exc:  # never let bookkeeping kill the task
+                    print(f"hpc-forget worker: cannot write {self.path}: {exc}", file=sys.stderr)
+
+    def heartbeat(self, interval_s: float) -> Callable[[], None]:
+        """Refresh ``updated_at`` every ``interval_s`` from a daemon thread, so that ``status``
+        can tell a running task from one killed without a word (SIGKILL, node failure).
+        Returns the function that stops it."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(interval_s):
+                self.update()
+
+        threading.Thread(target=beat, name="hpc-forget-heartbeat", daemon=True).start()
+        return done.set
+
+
+# --------------------------------------------------------------------------------------------
+# signals
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGUSR1/SIGTERM/SIGINT; the engine polls it between epochs and steps."""
+
+    signal_name: str | None = None
+    on_signal: Callable[[str], None] | None = None
+
+    def __call__(self) -> bool:
+        return self.signal_name is not None
+
+    def handle(self, signum: int, frame: Any = None) -> None:
+        name = signal.Signals(signum).name
+        # TERM wins over USR1: Slurm is ending the job, so no self-requeue
+        if self.signal_name is None or (name == "SIGTERM" and self.signal_name != name):
+            self.signal_name = name
+            if self.on_signal is not None:
+                self.on_signal(name)
+        print(
+            f"hpc-forget worker: got {name}; stopping at the next epoch boundary", file=sys.stderr
+        )
+
+    def install(self) -> None:
+        for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, self.handle)
+
+
+# --------------------------------------------------------------------------------------------
+# running
+
+Runner = Callable[[dict, dict, Callable[[], bool]], None]
+
+
+def engine_runner(task_d: dict, manifest: dict, should_stop: Callable[[], bool]) -> None:
+    """The real runner: config and task from the manifest, then engine.run_task."""
+    from hpc_forget.cluster.prefetch import check_prefetched
+    from hpc_forget.study.config import config_from_dict
+    from hpc_forget.study.planning import Task
+
+    cfg = config_from_dict(manifest["config"], origin=manifest.get("_path", "<manifest>"))
+    task = Task.from_dict(task_d)
+    # models and data from the shared cache only (PrefetchError names the prefetch command)
+    cfg = check_prefetched(cfg, manifest["cache_dir"])
+
+    from hpc_forget.run import engine
+    from hpc_forget.store.store import Store
+
+    store = Store(cfg.store)
+    try:
+        engine.run_task(task, cfg, store, should_stop=should_stop)
+    except engine.Preempted as exc:
+        raise TaskPreempted(stop_message(str(exc), task, store)) from exc
+
+
+def stop_message(message: str, task: Any, store: Any) -> str:
+    """The engine's stop message, with the step it interrupted (1-based, as the engine's log
+    counts them) when the message names only an epoch: ``step 3/4: stopped before epoch 2``."""
+    if "step" in message:
+        return message
+    try:
+        done = store.done_steps(task.run_id)
+    except Exception:  # noqa: BLE001 - the message must not fail the exit path
+        return message
+    todo = [i for i in task.step_indices if i not in done]
+    return f"step {todo[0] + 1}/{len(task.steps)}: {message}" if todo else message
+
+
+def apply_offline_env() -> None:
+    """HF_HUB_OFFLINE=1 and friends, for this process and its children. main() calls it first:
+    this module imports no Hugging Face library, so it comes before any of them is imported."""
+    os.environ.update(OFFLINE_ENV)
+
+
+def _is_rank_zero(env: dict[str, str] | os._Environ) -> bool:
+    return env.get("RANK", "0") in ("", "0")
+
+
+def run(
+    manifest_path: str,
+    *,
+    index: int | None = None,
+    runner: Runner | None = None,
+    env: dict[str, str] | os._Environ | None = None,
+    install_signals: bool = True,
+    heartbeat_s: float = HEARTBEAT_S,
+) -> int:
+    """Run one task; returns the exit code (EXIT_*). Never raises for task errors.
+    ``runner`` defaults to engine_runner (tests inject a fake engine)."""
+    env = os.environ if env is None else env
+    runner = runner or engine_runner
+    try:
+        manifest = load_manifest(manifest_path)
+        manifest["_path"] = str(manifest_path)
+        check_compatible(manifest, str(manifest_path), environment_facts())
+        i = array_index(index, env)
+        tasks = manifest["tasks"]
+        if not 0 <= i < len(tasks):
+            raise WorkerError(
+                f"{manifest_path}: array index {i} but the manifest has {len(tasks)} tasks"
+            )
+    except WorkerError as exc:
+        print(f"hpc-forget worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    task_d = tasks[i]
+    task_id = task_d["task_id"]
+    restart = int(env.get("SLURM_RESTART_COUNT", "0") or 0)
+    max_requeues = int(manifest.get("max_requeues", 0))
+    path = marker_path(manifest["run_folder"], task_id)
+    old = read_marker(path) or {}
+    marker = Marker(path, enabled=_is_rank_zero(env))
+    marker.data = {
+        "task_id": task_id,
+        "run_id": task_d.get("run_id", ""),
+        "array": manifest.get("array", ""),
+        "index": i,
+        "job_id": env.get("SLURM_JOB_ID", ""),
+        "array_job_id": env.get("SLURM_ARRAY_JOB_ID", ""),
+        "restart_count": restart,
+        "attempts": int(old.get("attempts", 0)) + 1,
+        "host": socket.gethostname(),
+        "log": log_path(manifest.get("log_pattern", ""), env),
+        "started_at": _now(),
+        "last_error": "",
+    }
+    flag = StopFlag(on_signal=lambda name: marker.update(state="stopping", signal=name))
+    if install_signals:
+        flag.install()
+    marker.update(state="running")
+    print(
+        f"hpc-forget worker: task {task_id} (index {i} of {manifest.get('array', '?')}, attempt"
+        f" {marker.data['attempts']}, restart {restart}) on {marker.data['host']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    stop_heartbeat = marker.heartbeat(heartbeat_s)
+    try:
+        runner(task_d, manifest, flag)
+    except TaskPreempted as exc:
+        stop_heartbeat()
+        sig = flag.signal_name or "a stop request"
+        if sig == "SIGUSR1" and restart < max_requeues:
+            marker.update(state="requeued", last_error=f"stopped by {sig}: {exc}")
+        elif sig == "SIGUSR1":
+            marker.update(
+                state="failed",
+                last_error=f"stopped by {sig} after {restart} requeue(s), the limit; raise the"
+                " time limit or max_requeues, then `hpc-forget resubmit`",
+            )
+        else:
+            marker.update(
+                state="interrupted",
+                last_error=f"stopped by {sig} (scancel, preemption or requeue): {exc}",
+            )
+        print(f"hpc-forget worker: {task_id}: {exc}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except BaseException as exc:  # noqa: BLE001 - the marker must say why the task died
+        stop_heartbeat()
+        traceback.print_exc()
+        marker.update(state="failed", last_error=one_line(exc))
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        return EXIT_FAILED
+    stop_heartbeat()
+    marker.update(state="done", finished_at=_now())
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m hpc_forget.worker", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("manifest", help="the array's manifest JSON written by `hpc-forget submit`")
+    p.add_argument(
+        "--index", type=int, default=None, help="task index (default: $SLURM_ARRAY_TASK_ID)"
+    )
+    p.add_argument("--version", action="version", version=f"hpc-forget {__version__}")
+    apply_offline_env()
+    args = p.parse_args(argv)
+    _setup_logging()
+    return run(args.manifest, index=args.index)
+
+
+def _setup_logging() -> None:
+    """The engine's progress lines go to the job's log (stderr)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log = logging.getLogger("hpc_forget")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
