@@ -1,17 +1,17 @@
 """Shared, session-scoped fixtures for the whole suite.
 
-- `massive_dir`: the real MASSIVE 1.1 files of tests/data/massive (en-US, th-TH complete;
+- `massive_dir`: the real MASSIVE 1.1 files of tests/assets/massive (en-US, th-TH complete;
   de-DE, sw-KE dev+test), decompressed from their `.xz` copies once per session.
 - `tiny_texts`: a few thousand real en-US and th-TH utterances (first lines of each file).
 - `tiny_labels`: "O" + B-/I- for every slot type annotated in en-US (MASSIVE's 111 labels).
 - `tiny_model_dir` / `tiny_tokenizer`: a tiny XLM-R (tokenizer trained on `tiny_texts`),
   built once per session with `models.build_tiny`.
 - `xlmr_tokenizer_dir` / `xlmr_tokenizer`: the rebuilt real XLM-R tokenizer of
-  tests/data/xlmr-tokenizer (decompressed once per session), for realistic sequence lengths.
-- `reference_dir`: tests/data (languages.md, the reference table of the 52 locales).
+  tests/assets/xlmr-tokenizer (decompressed once per session), for realistic sequence lengths.
+- `reference_dir`: tests/assets (languages.md, the reference table of the 52 locales).
 
 Everything comes from inside the repository: a fresh clone runs every test, nothing skips for
-want of data (tests/data/README.md says where each file comes from).
+want of data (tests/assets/README.md says where each file comes from).
 
 The suite never downloads: HF_HUB_OFFLINE is set (unless the environment already sets it)
 before anything imports huggingface_hub, so an accidental hub access fails at once instead
@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-TEST_DATA = Path(__file__).resolve().parent / "data"
+TEST_DATA = Path(__file__).resolve().parent / "assets"
 MASSIVE_LOCALES = ("en-US", "th-TH", "de-DE", "sw-KE")
 TINY_LINES = 1500  # lines read from each of en-US and th-TH (~3,000 utterances)
 _SLOT = re.compile(r"\[\s*([^\[\]:]+?)\s*:")
@@ -63,11 +63,11 @@ def _unxz(src_dir: Path, out_dir: Path) -> Path:
 def massive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real MASSIVE 1.1 files (en-US, th-TH full; de-DE, sw-KE dev+test) in a session tmp dir.
 
-    Decompressed from tests/data/massive/*.jsonl.xz; tests must not write into it.
+    Decompressed from tests/assets/massive/*.jsonl.xz; tests must not write into it.
     """
     path = _unxz(TEST_DATA / "massive", tmp_path_factory.mktemp("massive"))
     missing = [loc for loc in MASSIVE_LOCALES if not (path / f"{loc}.jsonl").is_file()]
-    assert not missing, f"tests/data/massive lacks {missing}"
+    assert not missing, f"tests/assets/massive lacks {missing}"
     return path
 
 
@@ -114,7 +114,7 @@ def tiny_tokenizer(tiny_model_dir: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """tests/data: languages.md (script, family and Joshi class of the 52 locales)."""
+    """tests/assets: languages.md (script, family and Joshi class of the 52 locales)."""
     return TEST_DATA
 
 
@@ -122,7 +122,7 @@ def reference_dir() -> Path:
 def xlmr_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real XLM-R SentencePiece vocabulary (rebuilt), decompressed into a session tmp dir."""
     path = _unxz(TEST_DATA / "xlmr-tokenizer", tmp_path_factory.mktemp("xlmr-tokenizer"))
-    assert (path / "sentencepiece.bpe.model").is_file(), "tests/data/xlmr-tokenizer is empty"
+    assert (path / "sentencepiece.bpe.model").is_file(), "tests/assets/xlmr-tokenizer is empty"
     return path
 
 

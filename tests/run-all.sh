@@ -2,7 +2,7 @@
 # Set up everything the test suite needs on a fresh Debian machine, then run all the tests:
 # a virtual environment with the pinned CPU torch and the package, a one-node Slurm cluster on
 # localhost (slurm/cluster-up.sh), ruff, and pytest including the slow and Slurm tests.
-# The real data the tests use is inside the repository (tests/data/, xz-compressed): a fresh
+# The real data the tests use is inside the repository (tests/assets/, xz-compressed): a fresh
 # clone needs nothing beside it.
 #   bash tests/run-all.sh            # everything
 #   FAST=1 bash tests/run-all.sh     # only the fast tests, no Slurm cluster

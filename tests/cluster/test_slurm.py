@@ -23,7 +23,7 @@ from hpc_forget.cluster import slurm as S
 from hpc_forget.cluster.worker import write_marker
 from hpc_forget.study.config import load_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ============================================================================ profiles

@@ -28,14 +28,14 @@ from hpc_forget.data.massive import (
     subsample,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "massive"  # hand-written ja-JP / zh-CN rows
 HINT = " — fix the row, or set data.skip_invalid: true to skip invalid rows"
 
 
 @pytest.fixture(scope="module")
 def real_dir(massive_dir: Path) -> Path:
-    """The real MASSIVE files (tests/data/massive, decompressed by conftest's `massive_dir`)."""
+    """The real MASSIVE files (tests/assets/massive, decompressed by conftest's `massive_dir`)."""
     return massive_dir
 
 

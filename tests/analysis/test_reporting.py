@@ -350,7 +350,7 @@ def test_analyze_end_to_end(store_path, tmp_path, workers):
 
 
 def _script(name: str):
-    path = Path(__file__).resolve().parents[1] / "analysis" / f"{name}.py"
+    path = Path(__file__).resolve().parents[2] / "analysis" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"analysis_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -632,7 +632,7 @@ def test_analyze_cli_imports_no_torch_and_says_what_it_did(tmp_path):
         [sys.executable, "-c", ANALYZE_NO_TORCH, str(path), str(out)],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         timeout=120,
     )
     assert "HEAVY [] CODE 0" in p.stdout, p.stdout + p.stderr

@@ -18,7 +18,7 @@ from _golden import NASTY, check_golden  # noqa: E402
 
 from hpc_forget.cluster import containers as C
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEF_FILE = ROOT / "containers" / "hpc-forget.def"
 
 

@@ -1,4 +1,4 @@
-"""The 52 MASSIVE locales: facts against tests/data/languages.md, vitality groupings."""
+"""The 52 MASSIVE locales: facts against tests/assets/languages.md, vitality groupings."""
 
 from __future__ import annotations
 
