@@ -1308,6 +1308,25 @@ class Store:
         rec = self._record(run_id)
         return rec.done_steps if rec is not None else set()
 
+    def listed_steps(self, run_id: str) -> set[int]:
+        """Steps of `run_id` whose step file is in place, from the directory listing alone (no
+        HDF5 read): fast enough for ``status`` over 10,000 tasks. A step file is renamed into
+        place only when complete, so a listed step is written; a damaged one still counts here
+        (:meth:`done_steps` reads and checks). A consolidated file falls back to
+        :meth:`done_steps`."""
+        if self.single_file:
+            return self.done_steps(run_id)
+        steps: set[int] = set()
+        try:
+            with os.scandir(self.step_file(run_id, 0).parent) as it:
+                for e in it:
+                    n = e.name
+                    if not _is_hidden(n) and n.endswith(".h5") and n[:-3].isdigit():
+                        steps.add(int(n[:-3]))
+        except OSError:
+            pass
+        return steps
+
     def problems(self) -> list[str]:
         """Damaged, foreign or unexpected files that readers skip, one line each (path first)."""
         self._require_store()

@@ -1012,3 +1012,18 @@ def test_consolidate_into_a_file_under_a_file_via_the_cli(tmp_path):
     assert res.returncode == 2, res.stderr
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
     assert "is a file, not a folder" in res.stderr and "File exists" not in res.stderr
+
+
+def test_listed_steps_reads_only_file_names(tmp_path):
+    """`listed_steps` (what `status` uses) is the set of step files in place: hidden temporary
+    files and foreign names are not steps; a consolidated file answers with its stored steps."""
+    st = Store(tmp_path / "s")
+    _run(st)
+    _step(st, 0)
+    folder = st.step_file("r1", 0).parent
+    (folder / ".000001.h5.host.1.tmp").write_bytes(b"partial")
+    (folder / "notes.txt").write_text("x")
+    assert st.listed_steps("r1") == {0} == st.done_steps("r1")
+    assert st.listed_steps("no-such-run") == set()
+    out = st.consolidate()
+    assert Store(out).listed_steps("r1") == {0}
