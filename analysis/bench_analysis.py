@@ -35,7 +35,8 @@ from hpc_forget.data.massive import LABELS
 from hpc_forget.store.store import Store
 from hpc_forget.study import languages as L
 from hpc_forget.study.methods import METHOD_KIND
-from hpc_forget.study.planning import MASSIVE_LOCALES, PAPER_ORDERS, RunKey
+from hpc_forget.study.orders import MASSIVE_LOCALES, PAPER_ORDERS
+from hpc_forget.study.planning import RunKey
 
 METRICS_BUDGET_S = 5.0
 FULL_BUDGET_S = 30.0

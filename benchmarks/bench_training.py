@@ -58,6 +58,7 @@ def main() -> None:
     )
     from hpc_forget.run.evaluation import predict_words, score_examples
     from hpc_forget.run.training import StepData, make_accelerator, train_step
+    from hpc_forget.study.methods import StepHyper
 
     corpus = load_massive("samples", ["en-US"])
     splits = prepare_splits(corpus, "en-US", max_train=args.train, max_eval=args.test, seed=0)
@@ -90,18 +91,17 @@ def main() -> None:
         train_step(
             model,
             StepData(train_enc, test_enc, list(splits.test)),
+            StepHyper(
+                lr=5e-5,
+                max_epochs=1,
+                patience=1,
+                lora_rank=0,
+                batch_size=args.batch_size,
+                eval_batch_size=args.eval_batch_size,
+            ),
             accelerator=make_accelerator("auto"),
             labels=LABELS,
-            lr=5e-5,
-            max_epochs=1,
-            patience=1,
-            batch_size=args.batch_size,
-            eval_batch_size=args.eval_batch_size,
-            weight_decay=0.0,
-            warmup_ratio=0.0,
-            max_grad_norm=1.0,
             pad_id=tok.pad_token_id,
-            pad_multiple=8,
             seed=0,
         )
         pred = predict_words(

@@ -126,9 +126,10 @@ def run_cmd(config: str, sets: tuple[str, ...], no_progress: bool) -> None:
 
     Steps already in the store are skipped, so running again resumes.
     """
+    from hpc_forget.analysis.summary import run_message
     from hpc_forget.run.engine import run_study
 
-    click.echo(run_study(config, overrides=_overrides(sets), progress=not no_progress))
+    click.echo(run_message(run_study(config, overrides=_overrides(sets), progress=not no_progress)))
 
 
 # ---------------------------------------------------------------------------- data / params

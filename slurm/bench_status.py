@@ -32,7 +32,7 @@ from hpc_forget.cluster.slurm import (
     task_record,
 )
 from hpc_forget.cluster.worker import marker_path, write_marker
-from hpc_forget.study.planning import MASSIVE_LOCALES
+from hpc_forget.study.orders import MASSIVE_LOCALES
 
 
 def big_config(store: str, seeds: int) -> dict:

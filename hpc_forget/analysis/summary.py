@@ -7,13 +7,18 @@ figures, report) is `hpc-forget analyze`.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hpc_forget.study.identity import grid_key, settings_labels
 from hpc_forget.study.methods import DISPLAY_NAME
+
+if TYPE_CHECKING:
+    from hpc_forget.run.engine import StudyRun
 
 
 def _pct(x: float) -> str:
@@ -115,3 +120,27 @@ def format_summary(store: object, run_ids: Iterable[str] | None = None) -> str:
     missing = sum(len(store.missing(r.run_id)) for r in records)
     lines += ["", f"{len(records)} runs; {missing} expected cells missing"]
     return "\n".join(lines)
+
+
+def run_message(study: StudyRun) -> str:
+    """What `hpc-forget run` prints: what ran, a note on other settings in the store, the
+    summary table of the study's runs, where the store is and the next command."""
+    from hpc_forget.store.store import Store
+    from hpc_forget.study.identity import store_note
+
+    cfg, run_ids = study.cfg, {t.run_id for t in study.tasks}
+    store = Store(cfg.store)
+    lines = [
+        f"{cfg.name}: {len(study.ran)} tasks, {sum(study.ran.values())} step(s) trained in"
+        f" {study.seconds:.1f} s (steps already in the store were skipped)"
+    ]
+    note = store_note(store, cfg, run_ids)
+    if note:
+        lines.append(note)
+    out = Path(cfg.store).parent / "report"
+    tail = [
+        f"store: {cfg.store}",
+        f"next: hpc-forget analyze {shlex.quote(cfg.store)} --out {shlex.quote(str(out))}"
+        "   (metrics, tables, figures and report.html)",
+    ]
+    return "\n".join(lines) + "\n\n" + format_summary(store, run_ids) + "\n\n" + "\n".join(tail)

@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import platform
-import shlex
 import socket
 import subprocess
 import time
@@ -27,6 +26,7 @@ import torch
 
 from hpc_forget import __version__
 from hpc_forget.run.checkpoints import resume_from_checkpoint, save_checkpoint
+from hpc_forget.run.strategies import StepContext, Strategy, get_strategy
 from hpc_forget.run.training import Preempted, StepData, make_accelerator, train_step
 from hpc_forget.store.store import Store
 from hpc_forget.study.config import ExperimentConfig, config_to_dict
@@ -34,6 +34,7 @@ from hpc_forget.study.identity import run_settings, settings_digest
 from hpc_forget.study.methods import (
     DISPLAY_NAME,
     evaluated_languages,
+    is_full,
     step_hyper,
     trained_languages,
 )
@@ -232,7 +233,7 @@ def _fresh_model(ws: Workspace, task: Task, seed: int) -> tuple[torch.nn.Module,
     path = ws.model_path(task.key.model)
     seed_everything(seed)
     model = load_model(path, list(LABELS), cache_dir=ws.cache_dir, seed=seed)
-    if task.key.rank:
+    if not is_full(task.key.rank):
         model = add_lora(model, task.key.rank, dropout=ws.cfg.train.lora_dropout)
     return model, path
 
@@ -243,11 +244,13 @@ def _run_step(
     model: torch.nn.Module,
     path: str,
     step: int,
-    store: Store,
     *,
+    store: Store,
     should_stop: Callable[[], bool],
     progress: bool,
-) -> None:
+    strategy: Strategy,
+    state: dict[str, Any],
+) -> StepContext:
     from hpc_forget.data.massive import LABELS
 
     cfg, key = ws.cfg, task.key
@@ -263,27 +266,33 @@ def _run_step(
     accelerator = make_accelerator(tc.precision, tc.cpu_threads)
     seed_everything(seed)
     t0 = time.perf_counter()
+    ctx = StepContext(
+        run_id=task.run_id,
+        step=step,
+        n_steps=len(task.steps),
+        trained=train_langs,
+        hyper=hyper,
+        seed=seed,
+        state=state,
+    )
+    data = strategy.before_step(
+        model, StepData(train=train_enc, dev=dev_enc, dev_examples=dev_ex), ctx
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result = train_step(
         model,
-        StepData(train=train_enc, dev=dev_enc, dev_examples=dev_ex),
+        data,
+        hyper,
         accelerator=accelerator,
         labels=LABELS,
-        lr=hyper.lr,
-        max_epochs=hyper.max_epochs,
-        patience=hyper.patience,
-        batch_size=tc.batch_size,
-        eval_batch_size=tc.eval_batch_size,
-        weight_decay=tc.weight_decay,
-        warmup_ratio=tc.warmup_ratio,
-        max_grad_norm=tc.max_grad_norm,
         pad_id=pad_id,
-        pad_multiple=tc.pad_multiple,
         seed=seed,
         should_stop=should_stop,
         progress=progress,
-        head_lr=hyper.head_lr if hyper.lora_rank else None,
-        min_epochs=hyper.min_epochs,
+        strategy=strategy,
+        ctx=ctx,
     )
+    strategy.after_step(model, ctx)
     from hpc_forget.run.evaluation import predict_words, score_examples
 
     t_eval = time.perf_counter()
@@ -294,9 +303,9 @@ def _run_step(
         pred = predict_words(
             model,
             enc,
-            batch_size=tc.eval_batch_size,
+            batch_size=hyper.eval_batch_size,
             pad_id=pad_id,
-            pad_multiple=tc.pad_multiple,
+            pad_multiple=hyper.pad_multiple,
             device=accelerator.device,
             autocast=accelerator.autocast,
         )
@@ -311,11 +320,12 @@ def _run_step(
         "train_time_s": result.wall_time_s,
         "eval_time_s": eval_s,
         "train_examples_per_s": result.train_examples_per_s,
-        "train_examples": len(train_enc.input_ids),
+        "train_examples": len(data.train.input_ids),
+        "trainable_params": trainable,
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
         "lr": hyper.lr,
-        "head_lr": hyper.head_lr if hyper.lora_rank else None,
+        "head_lr": hyper.head_lr,
         "max_epochs": hyper.max_epochs,
         "patience": hyper.patience,
         "min_epochs": hyper.min_epochs,
@@ -352,6 +362,7 @@ def _run_step(
         len(scores),
         meta["wall_time_s"],
     )
+    return ctx
 
 
 def is_main_process() -> bool:
@@ -446,6 +457,17 @@ def run_task(
     if not todo:
         return 0
     ran = 0
+    strategy, state = get_strategy(task.key.strategy), {}
+    run_step = functools.partial(
+        _run_step,
+        ws,
+        task,
+        store=store,
+        should_stop=should_stop,
+        progress=progress,
+        strategy=strategy,
+        state=state,
+    )
     if task.kind == "sequential":
         first, n = todo[0], len(task.steps)
         model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1))
@@ -467,18 +489,18 @@ def run_task(
                 raise Preempted(f"stopped before step {step + 1}/{n}")
             # A step already in the store is recomputed only to rebuild the weights of a
             # missing checkpoint; put_step is idempotent.
-            _run_step(
-                ws, task, model, path, step, store, should_stop=should_stop, progress=progress
-            )
+            ctx = run_step(model, path, step)
             if is_main_process():
                 save_checkpoint(model, cfg, task.run_id, step, n_steps=n)
             ran += 1
+        strategy.after_run(model, ctx)
         return ran
     for step in todo:
         if should_stop():
             raise Preempted(f"stopped before step {step + 1}/{len(task.steps)}")
         model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1 - step))
-        _run_step(ws, task, model, path, step, store, should_stop=should_stop, progress=progress)
+        ctx = run_step(model, path, step)
+        strategy.after_run(model, ctx)
         ran += 1
     return ran
 
@@ -514,31 +536,25 @@ def run_config(
     return out
 
 
-def run_study(spec: str, *, overrides: dict[str, Any] | None = None, progress: bool = True) -> str:
-    """`hpc-forget run`: load a config, run what the store lacks, return the printed summary."""
-    from hpc_forget.analysis.summary import format_summary
+@dataclass(frozen=True)
+class StudyRun:
+    """What `hpc-forget run` did: the config, its tasks, steps run per task, seconds taken."""
+
+    cfg: ExperimentConfig
+    tasks: list[Task]
+    ran: dict[str, int]
+    seconds: float
+
+
+def run_study(
+    spec: str, *, overrides: dict[str, Any] | None = None, progress: bool = True
+) -> StudyRun:
+    """`hpc-forget run`: load a config and run what the store lacks. The printed summary is
+    :func:`hpc_forget.analysis.summary.run_message` of the result (the CLI composes both)."""
     from hpc_forget.study.config import load_config
-    from hpc_forget.study.identity import store_note
 
     cfg = load_config(spec, overrides=overrides)
     t0 = time.perf_counter()
     tasks = plan(cfg)
     ran = run_config(cfg, tasks=tasks, progress=progress)
-    steps = sum(ran.values())
-    store = Store(cfg.store)
-    head = (
-        f"{cfg.name}: {len(ran)} tasks, {steps} step(s) trained in {time.perf_counter() - t0:.1f} s"
-        " (steps already in the store were skipped)"
-    )
-    lines = [head]
-    note = store_note(store, cfg, {t.run_id for t in tasks})
-    if note:
-        lines.append(note)
-    summary = format_summary(store, {t.run_id for t in tasks})
-    out = Path(cfg.store).parent / "report"
-    tail = [
-        f"store: {cfg.store}",
-        f"next: hpc-forget analyze {shlex.quote(cfg.store)} --out {shlex.quote(str(out))}"
-        "   (metrics, tables, figures and report.html)",
-    ]
-    return "\n".join(lines) + "\n\n" + summary + "\n\n" + "\n".join(tail)
+    return StudyRun(cfg=cfg, tasks=tasks, ran=ran, seconds=time.perf_counter() - t0)

@@ -12,13 +12,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
 
 from hpc_forget.data.batching import collate, train_batches
 from hpc_forget.run.evaluation import predict_words, score_examples
+
+if TYPE_CHECKING:
+    from hpc_forget.run.strategies import StepContext, Strategy
+    from hpc_forget.study.methods import StepHyper
 
 log = logging.getLogger("hpc_forget")
 
@@ -90,31 +94,29 @@ def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
 def train_step(
     model: torch.nn.Module,
     data: StepData,
+    hyper: StepHyper,
     *,
     accelerator: Accelerator,
     labels: Sequence[str],
-    lr: float,
-    max_epochs: int,
-    patience: int,
-    batch_size: int,
-    eval_batch_size: int,
-    weight_decay: float,
-    warmup_ratio: float,
-    max_grad_norm: float,
     pad_id: int,
-    pad_multiple: int,
     seed: int,
     should_stop: Callable[[], bool] = lambda: False,
     progress: bool = False,
-    head_lr: float | None = None,
-    min_epochs: int = 0,
+    strategy: Strategy | None = None,
+    ctx: StepContext | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on one step's data; leave it holding the best epoch's weights.
 
+    ``hyper`` is the step's hyper-parameters, decided once by :func:`study.methods.step_hyper`.
     Early stopping: the step ends once dev F1 has not improved for ``patience`` epochs, but
     never before ``min_epochs`` epochs (a small model's dev F1 is often 0 for its first
-    epochs, and patience would end the step before it learns anything).
+    epochs, and patience would end the step before it learns anything). A ``strategy`` whose
+    ``adds_loss`` is set adds its term to every batch's loss (run/strategies.py).
     """
+    lr, head_lr = hyper.lr, hyper.head_lr
+    batch_size, eval_batch_size = hyper.batch_size, hyper.eval_batch_size
+    pad_multiple, max_grad_norm = hyper.pad_multiple, hyper.max_grad_norm
+    extra_loss = strategy is not None and strategy.adds_loss
     from transformers import get_linear_schedule_with_warmup
 
     device = accelerator.device
@@ -134,7 +136,7 @@ def train_step(
             {
                 "params": ps,
                 "lr": head_lr if is_head else lr,
-                "weight_decay": weight_decay if decays else 0.0,
+                "weight_decay": hyper.weight_decay if decays else 0.0,
             }
             for (is_head, decays), ps in sorted(groups.items())
         ],
@@ -144,8 +146,8 @@ def train_step(
     lengths = [len(x) for x in data.train.input_ids]
     world, rank = accelerator.num_processes, accelerator.process_index
     n_batches = len(_shard(-(-len(lengths) // batch_size), world, rank))
-    total = max(1, n_batches * max_epochs)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total), total)
+    total = max(1, n_batches * hyper.max_epochs)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(hyper.warmup_ratio * total), total)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     def dev_f1() -> float:
@@ -168,7 +170,7 @@ def train_step(
     since_best = 0
     seen = 0
     t0 = time.perf_counter()
-    epochs = range(1, max_epochs + 1)
+    epochs = range(1, hyper.max_epochs + 1)
     if progress:
         from tqdm.auto import tqdm
 
@@ -191,6 +193,8 @@ def train_step(
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with accelerator.autocast():
                 loss = model(**batch).loss
+                if extra_loss:
+                    loss = strategy.batch_loss(model, batch, loss, ctx)
             accelerator.backward(loss)
             if max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -208,7 +212,7 @@ def train_step(
                 keep.copy_(p.detach())
         else:
             since_best += 1
-            if since_best >= patience and epoch >= min_epochs:
+            if since_best >= hyper.patience and epoch >= hyper.min_epochs:
                 break
     with torch.no_grad():
         for keep, (_, p) in zip(best_state, params, strict=True):

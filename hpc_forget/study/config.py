@@ -21,12 +21,11 @@ from typing import Any
 
 import yaml
 
-from hpc_forget.errors import ConfigError
+from hpc_forget.errors import ConfigError, OrderError
 from hpc_forget.errors import one_line as _one_line
+from hpc_forget.study.methods import FULL_ONLY_METHODS, LORA_METHODS, METHOD_NAMES
+from hpc_forget.study.orders import PAPER_ORDERS, OrderSpec, resolve_order
 
-METHODS = ("multi", "mono", "vanilla", "shared_lora", "nonshared_lora")
-LORA_METHODS = ("shared_lora", "nonshared_lora")
-FULL_ONLY_METHODS = ("mono", "vanilla")
 BUILTIN_CONFIGS = ("demo", "quick", "paper")
 
 
@@ -71,15 +70,6 @@ class TrainConfig:
 class MethodSpec:
     name: str
     ranks: tuple[int, ...] = (0,)
-
-
-@dataclass(frozen=True)
-class OrderSpec:
-    """A language order: a paper order by number, a custom list, or random from a seed."""
-
-    builtin: int | None = None
-    custom: tuple[str, ...] | None = None
-    random_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -655,7 +645,7 @@ def _ranks(c: _Checker, key: str, v: Any) -> tuple[int, ...]:
 
 def _methods(c: _Checker, raw: Any, ranks: tuple[int, ...]) -> tuple[MethodSpec, ...]:
     if not isinstance(raw, list) or not raw:
-        raise c.fail("methods", f"must be a non-empty list of: {', '.join(METHODS)}")
+        raise c.fail("methods", f"must be a non-empty list of: {', '.join(METHOD_NAMES)}")
     out: list[MethodSpec] = []
     for i, item in enumerate(raw):
         key = f"methods[{i}]"
@@ -669,10 +659,10 @@ def _methods(c: _Checker, raw: Any, ranks: tuple[int, ...]) -> tuple[MethodSpec,
         c.unknown(key, item, {"name", "ranks"})
         raw_name = item["name"]
         name = raw_name.lower().replace("-", "_") if isinstance(raw_name, str) else None
-        if name not in METHODS:
+        if name not in METHOD_NAMES:
             raise c.fail(
                 f"{key}.name",
-                f"unknown method {_got(raw_name)}; choose from {', '.join(METHODS)}",
+                f"unknown method {_got(raw_name)}; choose from {', '.join(METHOD_NAMES)}",
             )
         if "ranks" in item:
             m_ranks = _ranks(c, f"{key}.ranks", item["ranks"])
@@ -699,8 +689,6 @@ def _methods(c: _Checker, raw: Any, ranks: tuple[int, ...]) -> tuple[MethodSpec,
 
 
 def _orders(c: _Checker, raw: Any, languages: tuple[str, ...]) -> tuple[OrderSpec, ...]:
-    # Imported here: planning imports config.
-    from hpc_forget.study.planning import PAPER_ORDERS, OrderError, resolve_order
 
     if isinstance(raw, int | dict) and not isinstance(raw, bool):
         raw = [raw]

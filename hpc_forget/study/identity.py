@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hpc_forget.errors import UserError
+from hpc_forget.study.methods import is_full
 
 if TYPE_CHECKING:
     from hpc_forget.study.config import ExperimentConfig
@@ -42,9 +43,9 @@ def _labels_digest() -> str:
 
 def _applies(train_key: str, rank: int) -> bool:
     """Whether a train key can act on a run of this LoRA rank (0 = full fine-tuning)."""
-    if rank:
-        return not train_key.endswith("_full")
-    return "lora" not in train_key
+    if is_full(rank):
+        return "lora" not in train_key
+    return not train_key.endswith("_full")
 
 
 def run_settings(cfg: ExperimentConfig, method: str, rank: int) -> dict[str, Any]:

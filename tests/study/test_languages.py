@@ -21,7 +21,7 @@ def test_52_locales_29_latin_23_not():
 
 
 def test_same_locales_as_the_paper_orders():
-    from hpc_forget.study.planning import MASSIVE_LOCALES
+    from hpc_forget.study.orders import MASSIVE_LOCALES
 
     assert set(L.LOCALES) == set(MASSIVE_LOCALES)
 
