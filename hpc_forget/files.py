@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -227,3 +228,24 @@ def atomic_write(
         if isinstance(exc, OSError) or is_write_failure(exc):
             raise error(write_error_message(exc, final, what, fix)) from None
         raise
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_digest(folder: Path) -> tuple[str, int, int]:
+    """(sha256 over sorted "relpath sha256" lines, files, bytes) of a folder (links followed)."""
+    lines, n, size = [], 0, 0
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            rel = p.relative_to(folder).as_posix()
+            lines.append(f"{rel} {sha256_file(p)}\n")
+            n += 1
+            size += p.stat().st_size
+    return hashlib.sha256("".join(lines).encode()).hexdigest(), n, size

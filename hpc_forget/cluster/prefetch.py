@@ -39,6 +39,7 @@ from typing import Any
 from hpc_forget.data.massive import HUB_ID as MASSIVE_HUB
 from hpc_forget.data.massive import HUB_PARQUET_REVISION as MASSIVE_HUB_REVISION
 from hpc_forget.errors import PrefetchError
+from hpc_forget.files import sha256_file, tree_digest
 
 RECORD = "prefetch.json"
 RECORD_FORMAT = "hpc-forget-prefetch"
@@ -166,26 +167,6 @@ def write_record(rec: PrefetchRecord) -> None:
 
 # --------------------------------------------------------------------------------------------
 # hashing and verification
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tree_digest(folder: Path) -> tuple[str, int, int]:
-    """(sha256 over sorted "relpath sha256" lines, files, bytes) of a folder (links followed)."""
-    lines, n, size = [], 0, 0
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            rel = p.relative_to(folder).as_posix()
-            lines.append(f"{rel} {sha256_file(p)}\n")
-            n += 1
-            size += p.stat().st_size
-    return hashlib.sha256("".join(lines).encode()).hexdigest(), n, size
 
 
 def verify_model_folder(folder: Path, what: str) -> None:

@@ -989,9 +989,7 @@ def resolved_revision(path: str, cache_dir: str | None = None) -> str:
         if folder.parent.name == "snapshots" and _COMMIT_RE.match(folder.name):
             return folder.name
         if (folder / "hpc_forget_tiny.json").is_file():
-            from hpc_forget.cluster.prefetch import tree_digest
-
-            return f"tiny-{tree_digest(folder)[0][:16]}"
+            return f"tiny-{files.tree_digest(folder)[0][:16]}"
         return "local"
     from huggingface_hub import snapshot_download
 
