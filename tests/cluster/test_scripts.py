@@ -220,3 +220,37 @@ def test_a_newline_in_a_script_value_would_have_injected_a_command(tmp_path):
             image=None,
             python="/opt/venv/bin/python",
         )
+
+
+# ============================================================================ submitit (pinned)
+
+SUBMITIT_PIN = "1.5.4"  # setup.cfg and containers/requirements.txt pin the same
+SUBMITIT_REDO = (
+    "we call submitit's private submitit.slurm.slurm._make_sbatch_string and edit its output"
+    " (scripts.sbatch_script drops its `export SUBMITIT_EXECUTOR=slurm` line; sbatch.sacct_states"
+    " parses sacct with its SlurmInfoWatcher): re-check those edits against the new submitit"
+    " (the sbatch-*.sh golden files show its output), then update the pin (setup.cfg,"
+    " containers/requirements.txt, SUBMITIT_PIN here) and the golden file"
+    " tests/golden/submitit-make-sbatch-string-signature.txt (HPC_FORGET_UPDATE_GOLDEN=1)"
+)
+
+
+def test_submitit_is_the_pinned_version_with_the_private_api_we_edit():
+    """Fails when submitit changes under us (docs/slurm.md, "submitit is pinned")."""
+    import inspect
+
+    import submitit
+    from submitit.slurm import slurm as submitit_slurm
+
+    assert submitit.__version__ == SUBMITIT_PIN, (
+        f"submitit {submitit.__version__} is installed but {SUBMITIT_PIN} is pinned; "
+        + SUBMITIT_REDO
+    )
+    signature = str(inspect.signature(submitit_slurm._make_sbatch_string)) + "\n"
+    try:
+        check_golden("submitit-make-sbatch-string-signature.txt", signature)
+    except AssertionError as exc:
+        pytest.fail(f"{exc}: submitit's _make_sbatch_string changed its signature; {SUBMITIT_REDO}")
+    # the line sbatch_script removes is there to remove, exactly once
+    text = submitit_slurm._make_sbatch_string(command="true", folder="/logs", use_srun=False)
+    assert text.count("export SUBMITIT_EXECUTOR=slurm\n") == 1, SUBMITIT_REDO
