@@ -340,7 +340,8 @@ def submit_cmd(
     sets: tuple[str, ...],
 ) -> None:
     """Submit CONFIG's plan to Slurm as job arrays and return at once."""
-    from hpc_forget.cluster.slurm import load_profile, submit
+    from hpc_forget.cluster.profiles import load_profile
+    from hpc_forget.cluster.submit import submit
 
     cfg = _load_for_cluster(config, sets, cache)
     prof = load_profile(profile, slurm_sets)
@@ -354,7 +355,7 @@ def submit_cmd(
 @click.option("--sacct", is_flag=True, help="Also ask Slurm's accounting (one batched sacct call).")
 def status_cmd(run: str, as_json: bool, sacct: bool) -> None:
     """State of every task of RUN (a run folder): pending, running, done or failed."""
-    from hpc_forget.cluster.slurm import status
+    from hpc_forget.cluster.status import status
 
     st = status(run, sacct=sacct)
     click.echo(json.dumps(st.as_json(), indent=2) if as_json else st.format())
@@ -370,7 +371,8 @@ def resubmit_cmd(
     run: str, profile: str | None, slurm_sets: tuple[str, ...], container: str, dry_run: bool
 ) -> None:
     """Submit only the failed or missing tasks and steps of RUN."""
-    from hpc_forget.cluster.slurm import load_profile, resubmit
+    from hpc_forget.cluster.profiles import load_profile
+    from hpc_forget.cluster.status import resubmit
 
     prof = load_profile(profile, ()) if profile else None
     result = resubmit(run, profile=prof, overrides=slurm_sets, container=container, dry_run=dry_run)
@@ -381,7 +383,7 @@ def resubmit_cmd(
 @click.argument("run")
 def cancel_cmd(run: str) -> None:
     """Cancel every job of RUN (resubmit runs what is left)."""
-    from hpc_forget.cluster.slurm import cancel
+    from hpc_forget.cluster.status import cancel
 
     ids = cancel(run)
     click.echo(f"cancelled {len(ids)} job(s): {' '.join(ids)}" if ids else "nothing to cancel")

@@ -279,3 +279,16 @@ def test_control_characters_never_reach_a_command_line(bad):
         C.container_argv("/i.sif", ["python"], binds=[word])
     with pytest.raises(C.ContainerError, match=r"^environment: 'A\s*B"):
         C.env_lines({"A B": "1"})
+
+
+def test_the_images_import_check_names_modules_that_exist():
+    """The definition file's build check imports package modules by name: a module renamed
+    in the package must be renamed there too, or the image build fails."""
+    import importlib
+    import re
+
+    found = re.findall(r"python -c 'import ([\w., ]+);", DEF_FILE.read_text())
+    assert found, "no `python -c 'import ...;'` check in the definition file"
+    for names in found:
+        for name in (n.strip() for n in names.split(",")):
+            importlib.import_module(name)

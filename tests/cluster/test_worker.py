@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from hpc_forget.cluster import contract as C
 from hpc_forget.cluster import worker as W
-from hpc_forget.cluster.slurm import batch_body
+from hpc_forget.cluster.scripts import batch_body
 
 
 def make_manifest(tmp_path: Path, n: int = 2, **kw) -> Path:
     run = tmp_path / "run"
     tasks = [{"task_id": f"t{i}", "run_id": f"r{i}", "kind": "joint"} for i in range(n)]
-    m = W.build_manifest(
+    m = C.build_manifest(
         config={"name": "x"},
         tasks=tasks,
         run_folder=str(run),
@@ -29,7 +30,7 @@ def make_manifest(tmp_path: Path, n: int = 2, **kw) -> Path:
         log_pattern=str(run / "logs" / "independent-0-%A_%a.log"),
         cache_dir=str(tmp_path / "cache"),
         max_requeues=kw.pop("max_requeues", 3),
-        environment=kw.pop("environment", W.environment_facts()),
+        environment=kw.pop("environment", C.environment_facts()),
         created_at="2026-01-01T00:00:00+00:00",
     )
     path = run / "manifests" / "independent-0.json"
@@ -83,7 +84,7 @@ def test_runs_the_task_at_the_array_index_and_marks_it_done(tmp_path):
         env=ENV,
         install_signals=False,
     )
-    assert rc == W.EXIT_OK and seen == ["t1"]
+    assert rc == C.EXIT_OK and seen == ["t1"]
     m = marker(tmp_path, "t1")
     assert m["state"] == "done" and m["attempts"] == 1 and m["job_id"] == "78"
     assert m["log"] == str(tmp_path / "run" / "logs" / "independent-0-77_1.log")
@@ -99,16 +100,16 @@ def test_a_failing_task_records_its_last_error_line(tmp_path):
         raise ValueError("bad thing\nsecond line")
 
     rc = W.run(str(path), runner=boom, env=ENV, install_signals=False)
-    assert rc == W.EXIT_FAILED
+    assert rc == C.EXIT_FAILED
     m = marker(tmp_path, "t1")
     assert m["state"] == "failed" and m["last_error"] == "ValueError: bad thing"
 
 
 def test_version_mismatch_is_one_clear_line(tmp_path, capsys):
-    env_facts = dict(W.environment_facts(), package_version="0.0.0-other", python="3.9.1")
+    env_facts = dict(C.environment_facts(), package_version="0.0.0-other", python="3.9.1")
     path = make_manifest(tmp_path, environment=env_facts)
     rc = W.run(str(path), runner=lambda *a: None, env=ENV, install_signals=False)
-    assert rc == W.EXIT_USAGE
+    assert rc == C.EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "0.0.0-other" in err and "Python 3.9.1" in err and str(path) in err
@@ -122,15 +123,15 @@ def test_version_mismatch_is_one_clear_line(tmp_path, capsys):
 def test_bad_manifests(tmp_path, capsys, content, needle):
     p = tmp_path / "m.json"
     p.write_text(content)
-    assert W.run(str(p), runner=lambda *a: None, env=ENV, install_signals=False) == W.EXIT_USAGE
+    assert W.run(str(p), runner=lambda *a: None, env=ENV, install_signals=False) == C.EXIT_USAGE
     assert needle in capsys.readouterr().err
 
 
 def test_index_out_of_range_and_missing_index(tmp_path, capsys):
     path = make_manifest(tmp_path, n=1)
-    assert W.run(str(path), runner=lambda *a: None, env=ENV, install_signals=False) == W.EXIT_USAGE
+    assert W.run(str(path), runner=lambda *a: None, env=ENV, install_signals=False) == C.EXIT_USAGE
     assert "index 1" in capsys.readouterr().err
-    assert W.run(str(path), runner=lambda *a: None, env={}, install_signals=False) == W.EXIT_USAGE
+    assert W.run(str(path), runner=lambda *a: None, env={}, install_signals=False) == C.EXIT_USAGE
     assert "SLURM_ARRAY_TASK_ID" in capsys.readouterr().err
     assert W.run(str(path), index=0, runner=lambda *a: None, env={}, install_signals=False) == 0
 
@@ -161,7 +162,7 @@ def stopping_runner(sig: int):
 def test_usr1_stops_the_task_and_asks_for_a_requeue(tmp_path, keep_handlers):
     path = make_manifest(tmp_path)
     rc = W.run(str(path), runner=stopping_runner(signal.SIGUSR1), env=ENV)
-    assert rc == W.EXIT_PREEMPTED
+    assert rc == C.EXIT_PREEMPTED
     m = marker(tmp_path, "t1")
     assert m["state"] == "requeued" and m["signal"] == "SIGUSR1"
 
@@ -170,7 +171,7 @@ def test_usr1_after_the_last_allowed_requeue_is_a_failure(tmp_path, keep_handler
     path = make_manifest(tmp_path, max_requeues=2)
     env = dict(ENV, SLURM_RESTART_COUNT="2")
     rc = W.run(str(path), runner=stopping_runner(signal.SIGUSR1), env=env)
-    assert rc == W.EXIT_PREEMPTED
+    assert rc == C.EXIT_PREEMPTED
     m = marker(tmp_path, "t1")
     assert m["state"] == "failed" and "2 requeue(s)" in m["last_error"]
 
@@ -178,15 +179,9 @@ def test_usr1_after_the_last_allowed_requeue_is_a_failure(tmp_path, keep_handler
 def test_term_marks_the_task_interrupted(tmp_path, keep_handlers):
     path = make_manifest(tmp_path)
     rc = W.run(str(path), runner=stopping_runner(signal.SIGTERM), env=ENV)
-    assert rc == W.EXIT_PREEMPTED
+    assert rc == C.EXIT_PREEMPTED
     m = marker(tmp_path, "t1")
     assert m["state"] == "interrupted" and "SIGTERM" in m["last_error"]
-
-
-def test_log_path_pattern():
-    env = {"SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "7", "SLURM_JOB_ID": "12"}
-    assert W.log_path("/a%%b/x-%A_%a.log", env) == "/a%b/x-5_7.log"
-    assert W.log_path("/x-%j.log", env) == "/x-12.log"
 
 
 # ---------------------------------------------------------------------------- the batch script
@@ -319,7 +314,7 @@ def test_a_stop_before_any_step_names_it_1_based_and_the_task_once(tmp_path, cap
     path.write_text(json.dumps(m))
     rc = W.run(str(path), runner=runner, env=dict(ENV, SLURM_ARRAY_TASK_ID="0"),
                install_signals=False)  # fmt: skip
-    assert rc == W.EXIT_PREEMPTED
+    assert rc == C.EXIT_PREEMPTED
     line = [x for x in capsys.readouterr().err.splitlines() if "stopped before" in x][-1]
     assert line.endswith("stopped before step 1/4") and line.count(task.run_id) == 1, line
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Time `hpc-forget status` on a fabricated run of about 10,000 tasks.
 
-    python slurm/bench_status.py [--tasks 10000] [--repeat 3]
+    python benchmarks/bench_status.py [--tasks 10000] [--repeat 3]
 
 It builds, in a temporary folder, the files `submit` and the workers leave behind for a real
 plan (52 languages, all five methods, 4 LoRA ranks, 5 orders, as many seeds as needed):
 submission.json with arrays split at MaxArraySize, plan.json, a marker for three tasks in four
 (done, running or failed) and the step files of the done ones. Then it times
-`hpc_forget.cluster.slurm.status()` on it, without sacct. Nothing is submitted.
+`hpc_forget.cluster.status.status()` on it, without sacct. Nothing is submitted.
 """
 
 from __future__ import annotations
@@ -20,18 +20,17 @@ import time
 import zlib
 from pathlib import Path
 
-from hpc_forget.cluster.slurm import (
+from hpc_forget.cluster.contract import marker_path, write_marker
+from hpc_forget.cluster.profiles import Profile
+from hpc_forget.cluster.runfolder import (
     PLAN_FILE,
     SUBMISSION_FORMAT,
     SUBMISSION_VERSION,
     JobLayout,
-    Profile,
     plan_rows,
-    split_array,
-    status,
-    task_record,
 )
-from hpc_forget.cluster.worker import marker_path, write_marker
+from hpc_forget.cluster.scripts import split_array, task_record
+from hpc_forget.cluster.status import status
 from hpc_forget.study.orders import MASSIVE_LOCALES
 
 
