@@ -286,12 +286,14 @@ def language_scores(run: RunData) -> dict[str, float]:
 
 
 def _trainable_from_meta(run: RunData) -> float | None:
-    vals = []
-    for meta in run.step_meta.values():
-        for k in ("trainable_params", "n_trainable_params", "params_trainable"):
-            if isinstance(meta.get(k), (int, float)):
-                vals.append(float(meta[k]))
-                break
+    """Trainable parameters (millions) the engine recorded: ``meta["trainable_params"]``
+    (an int, the step model's count) of each step; None when no step has it."""
+    vals = [
+        float(meta["trainable_params"])
+        for meta in run.step_meta.values()
+        if isinstance(meta.get("trainable_params"), int)
+        and not isinstance(meta["trainable_params"], bool)
+    ]
     if not vals:
         return None
     total = sum(vals) if run.kind == "per-language" else max(vals)

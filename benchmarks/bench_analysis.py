@@ -11,7 +11,7 @@ the consolidated file,
 
 and prints both timings and their ratio to the budgets.
 
-    python analysis/bench_analysis.py [--store DIR] [--out DIR] [--workers N] [--keep]
+    python benchmarks/bench_analysis.py [--store DIR] [--out DIR] [--workers N] [--keep]
 
 An existing store at --store is reused (built once, timed many times).
 """
