@@ -49,13 +49,10 @@ def main() -> None:
     )
 
     from hpc_forget.data.massive import LABELS, load_massive, prepare_splits
-    from hpc_forget.models.models import (
-        XLMR_BASE_CONFIG,
-        encode,
-        load_tokenizer,
-        tiny_config,
-        train_tokenizer,
-    )
+    from hpc_forget.models.encode import encode
+    from hpc_forget.models.hub import load_tokenizer, tiny_config
+    from hpc_forget.models.params import XLMR_BASE_CONFIG
+    from hpc_forget.models.tiny import train_tokenizer
     from hpc_forget.run.evaluation import predict_words, score_examples
     from hpc_forget.run.training import StepData, make_accelerator, train_step
     from hpc_forget.study.methods import StepHyper

@@ -166,7 +166,8 @@ def data_inspect(source: str, locales: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def params_cmd(model: str, languages: int, as_json: bool) -> None:
     """The paper's Table 1 Params column, beside what this implementation trains."""
-    from hpc_forget.models.params import format_params, params_for
+    from hpc_forget.models.counts import params_for
+    from hpc_forget.models.params import format_params
 
     rows = params_for(model, n_languages=languages)
     if as_json:

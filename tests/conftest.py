@@ -97,7 +97,7 @@ def tiny_model_dir(
     tmp_path_factory: pytest.TempPathFactory, tiny_texts: list[str], tiny_labels: tuple[str, ...]
 ) -> Path:
     """A tiny XLM-R model folder (config, random weights, tokenizer) built once per session."""
-    from hpc_forget.models.models import build_tiny
+    from hpc_forget.models.tiny import build_tiny
 
     return build_tiny(
         tiny_texts, tmp_path_factory.mktemp("tiny-model"), tiny_labels, seed=0, mlm_steps=0
@@ -107,7 +107,7 @@ def tiny_model_dir(
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir: Path) -> Any:
     """The tiny model's fast XLM-R tokenizer."""
-    from hpc_forget.models.models import load_tokenizer
+    from hpc_forget.models.hub import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
 
@@ -129,6 +129,6 @@ def xlmr_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def xlmr_tokenizer(xlmr_tokenizer_dir: Path) -> Any:
     """The real XLM-R tokenizer (250,002 pieces; loading takes about 2 s)."""
-    from hpc_forget.models.models import load_tokenizer
+    from hpc_forget.models.hub import load_tokenizer
 
     return load_tokenizer(str(xlmr_tokenizer_dir))

@@ -263,7 +263,7 @@ def _broken_model(what: str) -> Callable[[Path], None]:
 def _tiny_cache(world: Path) -> None:
     """A tiny-model cache folder (as `resolve_model_spec("tiny")` leaves it) whose weights were
     cut short by a full disk; the probe then asks for the same tiny model again."""
-    from hpc_forget.models.models import tiny_key
+    from hpc_forget.models.tiny import tiny_key
 
     texts, labels = _TINY_ARGS
     key = tiny_key(texts, labels, vocab_size=300, mlm_steps=0)
@@ -277,7 +277,8 @@ _TINY_ARGS: tuple[list[str], list[str]] = (["wake me up at five am"], ["O"])
 
 
 def _call_tiny_cache(world: Path, _mp: Any) -> None:
-    from hpc_forget.models.models import load_model, resolve_model_spec
+    from hpc_forget.models.hub import load_model
+    from hpc_forget.models.tiny import resolve_model_spec
 
     texts, labels = _TINY_ARGS
     path = resolve_model_spec(
@@ -293,13 +294,13 @@ def _call_tiny_cache(world: Path, _mp: Any) -> None:
 
 def _call_load_model(world: Path, _mp: Any) -> None:
     from hpc_forget.data.massive import LABELS
-    from hpc_forget.models.models import load_model
+    from hpc_forget.models.hub import load_model
 
     load_model(str(world / "model"), list(LABELS))
 
 
 def _call_load_tokenizer(world: Path, _mp: Any) -> None:
-    from hpc_forget.models.models import load_tokenizer
+    from hpc_forget.models.hub import load_tokenizer
 
     load_tokenizer(str(world / "model"))
 
@@ -862,7 +863,7 @@ def test_the_world_is_sound(world: Path, tmp_path: Path, monkeypatch, capsys) ->
     assert code == 0 and not err.strip(), err
     assert "(3 runs" in stdout
     from hpc_forget.data.massive import LABELS
-    from hpc_forget.models.models import load_model
+    from hpc_forget.models.hub import load_model
 
     load_model(str(world / "model"), list(LABELS))
 

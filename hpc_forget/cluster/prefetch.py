@@ -117,7 +117,8 @@ def data_needs_fetch(source: str) -> bool:
 
 def model_needs_fetch(spec: str) -> bool:
     """Presets and Hub ids need the network; 'tiny' and local folders do not."""
-    from hpc_forget.models.models import PRESETS, TINY, split_spec
+    from hpc_forget.models.hub import TINY, split_spec
+    from hpc_forget.models.params import PRESETS
 
     spec, _ = split_spec(spec)
     if spec == TINY:
@@ -285,7 +286,8 @@ def _model_from_hub(
     spec: str, repo_id: str, revision: str | None, cache: Path, pinned: str | None = None
 ) -> Item:
     """``revision``: what to fetch; ``pinned``: the revision the config names (if any)."""
-    from hpc_forget.models.models import ModelError, prefetch_model, split_spec
+    from hpc_forget.errors import ModelError
+    from hpc_forget.models.hub import prefetch_model, split_spec
 
     try:
         name, _ = split_spec(spec)
@@ -440,7 +442,7 @@ def prefetch(
     (``{spec: commit}``); otherwise the revision recorded by an earlier prefetch is fetched
     again (``update=True`` takes the Hub's ``main`` now).
     """
-    from hpc_forget.models.models import hub_id, split_spec
+    from hpc_forget.models.hub import hub_id, split_spec
 
     cache = Path(cache_dir).absolute() if cache_dir is not None else Path(default_cache(cfg))
     if cfg.cache_dir and Path(cfg.cache_dir).absolute() != cache:
@@ -498,7 +500,7 @@ def check_prefetched(cfg: Any, cache_dir: str | os.PathLike | None) -> Any:
     PrefetchError naming the prefetch command otherwise."""
     import dataclasses
 
-    from hpc_forget.models.models import hub_id, split_spec
+    from hpc_forget.models.hub import hub_id, split_spec
 
     cache = Path(cache_dir) if cache_dir is not None else Path(default_cache(cfg))
     hint = prefetch_hint(cfg.name, str(cache))

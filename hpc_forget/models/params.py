@@ -3,7 +3,7 @@
 `hpc-forget params` for a preset needs only the preset's shape: the counts of a BERT-style
 encoder (XLM-R, E5) are closed-form sums over its layers, so the command starts without
 importing torch or transformers. Other models (hub ids, paths, ``tiny``) are counted by
-`hpc_forget.models.models.params_table`, which builds the model on the ``meta`` device and hands the
+`hpc_forget.models.counts.params_table`, which builds the model on the ``meta`` device and hands the
 counts to :func:`build_rows`; tests/test_models.py checks that both agree.
 """
 
@@ -181,16 +181,6 @@ def preset_params_table(
         raise KeyError(preset)
     counts = encoder_counts(XLMR_BASE_CONFIG, lora_ranks(ranks), num_labels)
     return build_rows(counts, n_languages=n_languages, published=n_languages == 52)
-
-
-def params_for(model: str, n_languages: int = 52) -> list[Row]:
-    """`hpc-forget params`: a preset from its shape (no torch); any other model through
-    `hpc_forget.models.models.params_table` (its config from the Hub, a folder or ``tiny``)."""
-    if model in PRESETS:
-        return preset_params_table(model, n_languages=n_languages)
-    from hpc_forget.models.models import params_table
-
-    return params_table(model, n_languages=n_languages)
 
 
 def format_params(rows: Sequence[Row], title: str | None = None) -> str:

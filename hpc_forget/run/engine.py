@@ -164,7 +164,7 @@ class Workspace:
 
     def model_path(self, spec: str) -> str:
         if spec not in self._model_path:
-            from hpc_forget.models.models import resolve_model_spec
+            from hpc_forget.models.tiny import resolve_model_spec
 
             def texts() -> list[str]:
                 # The tiny preset's tokenizer is trained on the study's own training texts
@@ -183,14 +183,14 @@ class Workspace:
     def revision(self, spec: str) -> str:
         """The weights ``spec`` resolves to here (models.resolved_revision), once per process."""
         if spec not in self._revision:
-            from hpc_forget.models.models import resolved_revision
+            from hpc_forget.models.tiny import resolved_revision
 
             self._revision[spec] = resolved_revision(self.model_path(spec), self.cache_dir)
         return self._revision[spec]
 
     def tokenizer(self, path: str) -> Any:
         if path not in self._tokenizer:
-            from hpc_forget.models.models import load_tokenizer
+            from hpc_forget.models.hub import load_tokenizer
 
             self._tokenizer[path] = load_tokenizer(path, cache_dir=self.cache_dir)
         return self._tokenizer[path]
@@ -199,7 +199,7 @@ class Workspace:
         key = (path, locale, split, seed)
         if key not in self._encoded:
             from hpc_forget.data.massive import LABELS
-            from hpc_forget.models.models import encode
+            from hpc_forget.models.encode import encode
 
             examples = list(getattr(self.splits(locale, seed), split))
             label2id = {lab: i for i, lab in enumerate(LABELS)}
@@ -228,7 +228,8 @@ def _concat(parts: list[tuple[Any, list[Any]]]) -> tuple[Any, list[Any]]:
 
 def _fresh_model(ws: Workspace, task: Task, seed: int) -> tuple[torch.nn.Module, str]:
     from hpc_forget.data.massive import LABELS
-    from hpc_forget.models.models import add_lora, load_model
+    from hpc_forget.models.hub import load_model
+    from hpc_forget.models.lora import add_lora
 
     path = ws.model_path(task.key.model)
     seed_everything(seed)

@@ -586,7 +586,7 @@ def _models(c: _Checker, raw: Any) -> tuple[str, ...]:
             if rev is None:
                 spec = name
             else:
-                rev = _revision(c, f"{key}.revision", rev)
+                rev = pinned_revision(c, f"{key}.revision", rev)
                 if split_revision(name)[1] is not None:
                     raise c.fail(f"{key}.name", f"{name!r} already pins a revision: give it once")
                 spec = f"{name}@{rev}"
@@ -599,7 +599,7 @@ def _models(c: _Checker, raw: Any) -> tuple[str, ...]:
             spec = c.string(key, item)
             name, rev = split_revision(spec)
             if rev is not None:
-                _revision(c, key, rev)
+                pinned_revision(c, key, rev)
             elif spec.endswith("@"):
                 raise c.fail(key, f"{spec!r}: empty revision — write NAME@REVISION or drop the @")
         if spec != spec.strip():
@@ -611,7 +611,7 @@ def _models(c: _Checker, raw: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _revision(c: _Checker, key: str, v: Any) -> str:
+def pinned_revision(c: _Checker, key: str, v: Any) -> str:
     if not isinstance(v, str):
         raise c.fail(
             key,

@@ -242,9 +242,9 @@ def test_preset_params_by_arithmetic_match_the_paper():
 
 @pytest.mark.slow
 def test_preset_params_agree_with_models():
-    from hpc_forget.models import models
+    from hpc_forget.models import counts
 
-    for row in models.params_table("xlm-roberta-base", 7, (8, 32)):
+    for row in counts.params_table("xlm-roberta-base", 7, (8, 32)):
         key = {"model": "xlm-roberta-base", "method": row.method, "rank": row.rank}
         assert Rp.default_params(key, 7) == pytest.approx(row.paper / 1e6), row
 

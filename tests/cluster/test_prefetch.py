@@ -128,7 +128,7 @@ def test_job_time_check_names_the_prefetch_command(tmp_path, tarball):
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory, massive_dir: Path) -> Path:
     """A real (tiny, untrained) XLM-R-shaped model folder, standing in for a Hub mirror."""
-    from hpc_forget.models.models import build_tiny
+    from hpc_forget.models.tiny import build_tiny
 
     out = tmp_path_factory.mktemp("mirror") / "xlmr-mirror"
     texts = [b.decode() for loc in ("en-US", "de-DE") for b in massive_rows(massive_dir, loc, 60)]
@@ -150,7 +150,7 @@ def test_model_from_a_local_folder_loads_offline_from_the_cache(
     assert P.check_prefetched(cfg, cache) == cfg
     # what a job does: offline, by preset name, from the cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from hpc_forget.models.models import load_model, load_tokenizer
+    from hpc_forget.models.hub import load_model, load_tokenizer
 
     tok = load_tokenizer("xlm-roberta-base", cache_dir=str(cache))
     model = load_model("xlm-roberta-base", ["O", "B-time", "I-time"], cache_dir=str(cache))
@@ -175,7 +175,7 @@ def test_hub_models_are_pinned_and_the_pin_is_kept(tmp_path, model_folder, monke
             shutil.copytree(model_folder, snap)
         return str(snap)
 
-    import hpc_forget.models.models as M
+    import hpc_forget.models.hub as M
 
     monkeypatch.setattr(M, "prefetch_model", fake_prefetch_model)
     cfg = make_cfg(tmp_path, "samples", models=("org/m",))
@@ -264,7 +264,8 @@ def fake_hub(model_folder: Path, asked: list):
 
 
 def test_a_config_pins_a_model_revision(tmp_path, model_folder, monkeypatch):
-    import hpc_forget.models.models as M
+    import hpc_forget.models.hub as M
+    import hpc_forget.models.tiny as T
 
     asked: list = []
     monkeypatch.setattr(M, "prefetch_model", fake_hub(model_folder, asked))
@@ -282,9 +283,9 @@ def test_a_config_pins_a_model_revision(tmp_path, model_folder, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tok = M.load_tokenizer(f"org/m@{commit}", cache_dir=str(cache))
     assert tok("wake me up")["input_ids"]
-    resolved = M.resolve_model_spec(f"org/m@{commit}", texts_fn=list, cache_dir=cache)
+    resolved = T.resolve_model_spec(f"org/m@{commit}", texts_fn=list, cache_dir=cache)
     assert resolved == f"org/m@{commit}"
-    assert M.resolved_revision(resolved, str(cache)) == commit
+    assert T.resolved_revision(resolved, str(cache)) == commit
     # another revision is not in the cache: one line naming it, at job time and at load time
     other = make_cfg(tmp_path, "samples", models=(f"org/m@{'c' * 40}",))
     with pytest.raises(P.PrefetchError, match=f"not in the cache .* at revision {'c' * 40}"):
@@ -294,7 +295,8 @@ def test_a_config_pins_a_model_revision(tmp_path, model_folder, monkeypatch):
 
 
 def test_a_tag_pin_resolves_offline_through_its_ref(tmp_path, model_folder, monkeypatch):
-    import hpc_forget.models.models as M
+    import hpc_forget.models.hub as M
+    import hpc_forget.models.tiny as T
 
     asked: list = []
     monkeypatch.setattr(M, "prefetch_model", fake_hub(model_folder, asked))
@@ -307,13 +309,13 @@ def test_a_tag_pin_resolves_offline_through_its_ref(tmp_path, model_folder, monk
     assert asked[-1] == ("org/m", "a" * 40)
     assert P.check_prefetched(cfg, cache) == cfg
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert M.resolved_revision("org/m@v1.0", str(cache)) == "a" * 40
+    assert T.resolved_revision("org/m@v1.0", str(cache)) == "a" * 40
 
 
 def test_resolved_revision_of_folders(tmp_path, model_folder):
     import shutil
 
-    from hpc_forget.models.models import resolved_revision
+    from hpc_forget.models.tiny import resolved_revision
 
     plain = tmp_path / "plain"
     shutil.copytree(model_folder, plain)
@@ -327,12 +329,13 @@ def test_resolved_revision_of_folders(tmp_path, model_folder):
 
 
 def test_revision_conflicts_and_tiny_are_one_line():
-    import hpc_forget.models.models as M
+    import hpc_forget.models.hub as M
+    import hpc_forget.models.tiny as T
 
     with pytest.raises(M.ModelError, match="pins revision abc but revision def"):
         M.load_config("org/m@abc", revision="def")
     with pytest.raises(M.ModelError, match="'tiny' preset is built locally and has no revision"):
-        M.resolve_model_spec("tiny@abc", texts_fn=list, cache_dir="/nonexistent")
+        T.resolve_model_spec("tiny@abc", texts_fn=list, cache_dir="/nonexistent")
     assert M.load_config("xlm-roberta-base@abc").hidden_size == 768  # built in, no download
     assert M.hub_id("xlm-roberta-base@abc") == "FacebookAI/xlm-roberta-base"
     assert P.model_needs_fetch("xlm-roberta-base@abc") and not P.model_needs_fetch("tiny")

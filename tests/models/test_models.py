@@ -1,4 +1,4 @@
-"""Tests for hpc_forget.models.models: loading, offline mode, tiny models, alignment, LoRA, params."""
+"""Tests for hpc_forget.models: loading, offline mode, tiny models, alignment, LoRA, params."""
 
 from __future__ import annotations
 
@@ -13,25 +13,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpc_forget.models import models
-from hpc_forget.models.models import (
-    PRESETS,
-    Encoded,
-    ModelError,
-    add_lora,
-    build_tiny,
-    encode,
-    format_params,
+from hpc_forget.errors import ModelError
+from hpc_forget.models import tiny
+from hpc_forget.models.counts import params_table
+from hpc_forget.models.encode import Encoded, encode
+from hpc_forget.models.hub import (
     load_config,
     load_model,
     load_tokenizer,
-    lora_targets,
-    params_table,
     prefetch_model,
-    resolve_model_spec,
     tiny_config,
-    train_tokenizer,
 )
+from hpc_forget.models.lora import add_lora, lora_targets
+from hpc_forget.models.params import PRESETS, format_params
+from hpc_forget.models.tiny import build_tiny, resolve_model_spec, train_tokenizer
 
 LABELS = ("O", "B-time", "I-time", "B-date", "I-date")
 L2I = {t: i for i, t in enumerate(LABELS)}
@@ -255,7 +250,7 @@ def test_build_tiny_mlm_pretraining(
     rand = build_tiny(texts, tmp_path / "rand", LABELS, mlm_steps=0, **kw)
     pre = build_tiny(texts, tmp_path / "pre", LABELS, mlm_steps=60, **kw)
     info = json.loads((pre / "hpc_forget_tiny.json").read_text())
-    assert info["format"] == models._TINY_FORMAT and info["mlm"]["steps"] == 60
+    assert info["format"] == tiny._TINY_FORMAT and info["mlm"]["steps"] == 60
     losses = info["mlm"]["loss_per_pass"]
     assert len(losses) >= 2 and losses[-1] < losses[0] - 0.5  # it learned something
     assert json.loads((rand / "hpc_forget_tiny.json").read_text())["mlm"]["loss_per_pass"] == []
@@ -270,7 +265,7 @@ def test_build_tiny_mlm_pretraining(
     config = json.loads((pre / "config.json").read_text())
     assert config["hidden_dropout_prob"] == 0.1  # fine-tuning keeps XLM-R's dropout
     caplog.clear()
-    with caplog.at_level("WARNING", logger="hpc_forget.models.models"):
+    with caplog.at_level("WARNING", logger="hpc_forget.models"):
         model = load_model(str(pre), LABELS)
     # no encoder weight missing or re-initialised
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -306,7 +301,7 @@ def test_resolve_model_spec_builds_tiny_once(
     def no_rebuild(*a, **k):
         raise AssertionError("rebuilt a cached tiny model")
 
-    monkeypatch.setattr(models, "build_tiny", no_rebuild)
+    monkeypatch.setattr(tiny, "build_tiny", no_rebuild)
     again = resolve_model_spec(
         "tiny", texts_fn=lambda: list(reversed(tiny_texts[:300])), cache_dir=tmp_path, **kw
     )
@@ -323,8 +318,8 @@ def test_resolve_model_spec_builds_tiny_once(
     assert trained not in (path, other)
     assert json.loads((Path(trained) / "hpc_forget_tiny.json").read_text())["mlm"]["steps"] == 3
     texts300 = tiny_texts[:300]
-    assert models.tiny_key(texts300, mlm_steps=0) != models.tiny_key(texts300, mlm_steps=1)
-    assert models.tiny_key(texts300) == models.tiny_key(texts300, mlm_steps=models.TINY_MLM_STEPS)
+    assert tiny.tiny_key(texts300, mlm_steps=0) != tiny.tiny_key(texts300, mlm_steps=1)
+    assert tiny.tiny_key(texts300) == tiny.tiny_key(texts300, mlm_steps=tiny.TINY_MLM_STEPS)
 
 
 def test_resolve_model_spec_other_specs() -> None:
@@ -665,10 +660,10 @@ def test_damaged_tiny_cache_is_rebuilt_with_one_log_line(
     if how == "truncated-weights":
         _damage(path / "model.safetensors", "truncated")
     elif how == "no-marker":  # killed half-way by an older version that renamed early
-        (path / models.TINY_MARKER).unlink()
+        (path / tiny.TINY_MARKER).unlink()
     else:
         _damage(path / "tokenizer.json", "empty")
-    with caplog.at_level(logging.WARNING, logger="hpc_forget.models.models"):
+    with caplog.at_level(logging.WARNING, logger="hpc_forget.models"):
         again = _resolve_tiny(texts, tmp_path)
     assert again == path
     (line,) = [r.getMessage() for r in caplog.records]
@@ -683,13 +678,13 @@ def test_tiny_cache_full_disk_is_one_line_and_leaves_nothing(
 ) -> None:
     import errno
 
-    real = models.build_tiny
+    real = tiny.build_tiny
 
     def full(texts, out, *a, **k):
         train_tokenizer(texts, out, vocab_size=200)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(models, "build_tiny", full)
+    monkeypatch.setattr(tiny, "build_tiny", full)
     with pytest.raises(ModelError) as err:
         _resolve_tiny(tiny_texts[:300], tmp_path / "cache")
     msg = one_line(err)
@@ -708,7 +703,7 @@ def test_a_dead_builders_temp_folder_is_removed_by_the_next_build(
 
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    key = models.tiny_key(tiny_texts[:300], ("O",), hidden=32, mlm_steps=0)
+    key = tiny.tiny_key(tiny_texts[:300], ("O",), hidden=32, mlm_steps=0)
     dead = tmp_path / f".tiny-{key}.{files.HOST}.{proc.pid}.0a0b.tmp"
     (dead / "sub").mkdir(parents=True)
     other = tmp_path / f".tiny-000000000000.{files.HOST}.{proc.pid}.0a0b.tmp"

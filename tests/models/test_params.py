@@ -9,7 +9,6 @@ from hpc_forget.models.params import (
     XLMR_BASE_CONFIG,
     build_rows,
     encoder_counts,
-    params_for,
     preset_params_table,
 )
 
@@ -17,7 +16,7 @@ from hpc_forget.models.params import (
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 @pytest.mark.parametrize("n_languages", [52, 3])
 def test_preset_table_equals_the_meta_model_count(preset, n_languages):
-    from hpc_forget.models.models import params_table
+    from hpc_forget.models.counts import params_table
 
     assert preset_params_table(preset, n_languages=n_languages) == params_table(
         preset, n_languages=n_languages
@@ -25,7 +24,8 @@ def test_preset_table_equals_the_meta_model_count(preset, n_languages):
 
 
 def test_closed_form_matches_a_differently_shaped_encoder():
-    from hpc_forget.models.models import params_table, tiny_config
+    from hpc_forget.models.counts import params_table
+    from hpc_forget.models.hub import tiny_config
 
     cfg = tiny_config(100, 5)
     shape = cfg.to_dict()
@@ -41,5 +41,20 @@ def test_paper_figures():
     assert rows[("shared_lora", 32)].paper == 5_357_568
     assert rows[("multi", 0)].published == 278.04
     assert "typo" in rows[("nonshared_lora", 32)].note
+    from hpc_forget.models.counts import params_for
+
     assert params_for("xlm-roberta-base") == preset_params_table("xlm-roberta-base")
     assert XLMR_BASE_CONFIG["hidden_size"] == 768
+
+
+def test_counts_imports_no_torch():
+    """`hpc-forget params` for a preset imports hpc_forget.models.counts: no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hpc_forget.models.counts as c; c.params_for('xlm-roberta-base');"
+        " assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -177,7 +177,7 @@ def test_examples_mixed_in_before_a_step_are_trained_on(tmp_path, tiny_model_dir
 def test_trainable_params_in_the_store_for_full_and_lora_runs(
     tmp_path, tiny_model_dir, monkeypatch
 ):
-    from hpc_forget.models.models import load_model
+    from hpc_forget.models.hub import load_model
 
     _, full = _run(tmp_path / "a", tiny_model_dir, None, monkeypatch)
     _, lora = _run(tmp_path / "b", tiny_model_dir, None, monkeypatch, method="shared_lora")
