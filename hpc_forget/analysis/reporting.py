@@ -75,8 +75,8 @@ class RunData:
 
     def expected_cells(self) -> list[tuple[int, str]]:
         """The (step, language) cells this run's kind fills: the store's one rule
-        (:func:`hpc_forget.store.store.expected_cells`)."""
-        from hpc_forget.store.store import expected_cells
+        (:func:`hpc_forget.store.format.expected_cells`)."""
+        from hpc_forget.store.format import expected_cells
 
         return expected_cells(self.kind, self.languages, self.steps)
 
@@ -2174,7 +2174,7 @@ def run_script(main: Callable[[], None]) -> int:
     """Run an analysis script's ``main``: user errors become one line on stderr, exit 2."""
     errors: tuple[type[BaseException], ...] = (AnalysisError, L.LanguageError, M.MetricsError)
     try:
-        from hpc_forget.store.store import StoreError
+        from hpc_forget.errors import StoreError
 
         errors += (StoreError,)
     except ImportError:

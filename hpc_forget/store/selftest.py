@@ -32,7 +32,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpc_forget.store.store import Store, StoreError
+from hpc_forget.errors import StoreError
+from hpc_forget.store.store import Store
 
 LANGUAGES = ("en", "de", "fr", "es", "ja", "zh", "ar", "hi", "sw", "fi", "ko", "ru")
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from hpc_forget.analysis.summary import format_summary
-from hpc_forget.store.store import Store, StoreError
+from hpc_forget.errors import StoreError
+from hpc_forget.store.store import Store
 from hpc_forget.study.identity import settings_digest
 from hpc_forget.study.planning import RunKey
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from hpc_forget.errors import StoreError
 from hpc_forget.run.engine import Preempted, run_config, run_task
-from hpc_forget.store.store import Store, StoreError
+from hpc_forget.store.store import Store
 from hpc_forget.study.config import config_from_dict
 from hpc_forget.study.planning import plan
 

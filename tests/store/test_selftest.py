@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import hpc_forget.store.selftest as T
-from hpc_forget.store.store import Store, StoreError
+from hpc_forget.errors import StoreError
+from hpc_forget.store.store import Store
 
 FIGURES = (
     "ok",

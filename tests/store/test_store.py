@@ -24,15 +24,12 @@ import numpy as np
 import pytest
 
 import hpc_forget.files as F
+import hpc_forget.store.consolidated as C
+import hpc_forget.store.format as FMT
 import hpc_forget.store.store as S
-from hpc_forget.store.store import (
-    SCHEMA_VERSION,
-    RunRecord,
-    Store,
-    StoreError,
-    StoreWarning,
-    expected_cells,
-)
+from hpc_forget.errors import StoreError
+from hpc_forget.store.format import SCHEMA_VERSION, RunRecord, StoreWarning, expected_cells
+from hpc_forget.store.store import Store
 
 LANGS = ["en", "de", "fr"]
 KEY = {"method": "vanilla", "model": "tiny", "rank": 0, "order": "1", "seed": 0}
@@ -373,12 +370,12 @@ def test_put_step_touches_only_its_own_files(tmp_path, monkeypatch):
         monkeypatch.setattr(mod, name, no_listing)
     for name in ("iterdir", "glob", "rglob"):
         monkeypatch.setattr(Path, name, no_listing)
-    real_open, real_h5 = os.open, S._open_h5
+    real_open, real_h5 = os.open, FMT._open_h5
     monkeypatch.setattr(
         os, "open", lambda p, *a, **k: (touched.append(str(p)), real_open(p, *a, **k))[1]
     )
     monkeypatch.setattr(
-        S,
+        FMT,
         "_open_h5",
         lambda p, *a, **k: (
             touched.append(str(p)) if not hasattr(p, "read") else None,
@@ -502,7 +499,7 @@ def test_schema_version_mismatch_is_an_error(tmp_path):
             call()
         msg = str(e.value)
         assert str(marker) in msg and "written by a newer hpc-forget (schema 99" in msg
-        assert f"this version reads schema {S.SCHEMA_VERSION}" in msg and "upgrade" in msg
+        assert f"this version reads schema {FMT.SCHEMA_VERSION}" in msg and "upgrade" in msg
         _one_line(msg)
     marker.write_text("{not json")
     with pytest.raises(StoreError, match="not a valid store marker"):
@@ -603,7 +600,8 @@ def test_read_only_location_real_permissions():
         ro.mkdir()
         ro.chmod(0o555)
         code = f"""
-            from hpc_forget.store.store import Store, StoreError
+            from hpc_forget.store.store import Store
+            from hpc_forget.errors import StoreError
             try:
                 Store({str(ro / "store")!r}).check_writable()
             except StoreError as e:
@@ -685,9 +683,9 @@ def test_consolidation_equivalence_and_merge(tmp_path, monkeypatch):
     assert Store(out).missing("seq") == Store(tmp_path / "s").missing("seq")
     # after consolidation, reads open only the consolidated file (no per-step opens)
     opened: list[str] = []
-    real = S._open_h5
+    real = FMT._open_h5
     monkeypatch.setattr(
-        S, "_open_h5", lambda p, *a, **k: (opened.append(str(p)), real(p, *a, **k))[1]
+        FMT, "_open_h5", lambda p, *a, **k: (opened.append(str(p)), real(p, *a, **k))[1]
     )
     assert _records(Store(tmp_path / "s")) == before
     assert opened and set(opened) == {str(out)}  # no run or step file is opened
@@ -768,15 +766,16 @@ def test_killed_consolidation_keeps_previous_file(tmp_path):
     res = _run_py(
         f"""
         import os, signal
+        import hpc_forget.store.consolidated as C
         import hpc_forget.store.store as S
-        real, calls = S._write_consolidated_run, []
+        real, calls = C._write_consolidated_run, []
         def dying(g, h, rows):
             calls.append(1)
             if len(calls) == 3:
                 g.file.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
             real(g, h, rows)
-        S._write_consolidated_run = dying
+        C._write_consolidated_run = dying
         S.Store({str(tmp_path)!r}).consolidate()
         """
     )
@@ -790,7 +789,7 @@ def test_killed_consolidation_keeps_previous_file(tmp_path):
     # a later consolidation removes temp files older than STALE_TMP_S, and only those
     young = tmp_path / "steps" / "r1" / ".000005.h5.n1.1.aa.tmp"
     young.write_text("a live writer's")
-    old = time.time() - S.STALE_TMP_S - 60
+    old = time.time() - FMT.STALE_TMP_S - 60
     os.utime(tmps[0], (old, old))
     st.consolidate()
     assert not tmps[0].exists() and young.exists()
@@ -802,7 +801,7 @@ def test_failed_consolidation_keeps_previous_file(tmp_path, monkeypatch, code):
     st = _damaged_store(tmp_path)
     out = st.consolidate()
     digest = _digest(out)
-    real = S._write_consolidated_run
+    real = C._write_consolidated_run
 
     def fail(g, h, rows):
         real(g, h, rows)
@@ -813,7 +812,7 @@ def test_failed_consolidation_keeps_previous_file(tmp_path, monkeypatch, code):
             )
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(S, "_write_consolidated_run", fail)
+    monkeypatch.setattr(C, "_write_consolidated_run", fail)
     with pytest.raises(StoreError) as e:
         st.consolidate()
     msg = str(e.value)
@@ -860,14 +859,14 @@ def _marker_with(tmp_path: Path, **fields) -> Path:
         ("1", ["schema_version '1' (str), not an integer", "restore the store's schema_version"]),
         (None, ["has no schema_version", "restore"]),
         (
-            S.SCHEMA_VERSION - 1,
+            FMT.SCHEMA_VERSION - 1,
             [
-                f"written by an older hpc-forget (schema {S.SCHEMA_VERSION - 1}, hpc-forget 0.0.1)",
-                f"this version reads schema {S.SCHEMA_VERSION}",
+                f"written by an older hpc-forget (schema {FMT.SCHEMA_VERSION - 1}, hpc-forget 0.0.1)",
+                f"this version reads schema {FMT.SCHEMA_VERSION}",
                 "start a new store (or use hpc-forget 0.0.1 to read it)",
             ],
         ),
-        (S.SCHEMA_VERSION + 1, ["written by a newer hpc-forget", "upgrade hpc-forget"]),
+        (FMT.SCHEMA_VERSION + 1, ["written by a newer hpc-forget", "upgrade hpc-forget"]),
     ],
 )
 def test_schema_version_messages_say_what_and_what_to_do(tmp_path, version, needles):
@@ -878,7 +877,7 @@ def test_schema_version_messages_say_what_and_what_to_do(tmp_path, version, need
     assert msg.startswith(f"{marker}: store ")
     for needle in needles:
         assert needle in msg
-    assert f"reads version {S.SCHEMA_VERSION}" not in msg
+    assert f"reads version {FMT.SCHEMA_VERSION}" not in msg
     _one_line(msg)
 
 
@@ -893,7 +892,7 @@ def test_step_file_with_a_string_schema_version_is_reported(tmp_path):
 def test_older_consolidated_file_says_to_consolidate_again(tmp_path):
     out = _damaged_store(tmp_path).consolidate()
     with h5py.File(out, "r+") as f:
-        f.attrs["schema_version"] = S.SCHEMA_VERSION - 1
+        f.attrs["schema_version"] = FMT.SCHEMA_VERSION - 1
     with pytest.raises(StoreError) as e:
         Store(out)
     assert "written by an older hpc-forget" in str(e.value)
@@ -922,7 +921,7 @@ def test_next_writer_of_a_run_removes_only_its_dead_writers_temp_files(tmp_path)
     _run(st)
     _run(st, "r2")
     steps1, steps2 = tmp_path / "steps" / "r1", tmp_path / "steps" / "r2"
-    dead, old = _dead_pid(), S.STALE_TMP_S + 60
+    dead, old = _dead_pid(), FMT.STALE_TMP_S + 60
     gone = [
         _tmp_of(steps1, "000001.h5", F.HOST, dead),  # killed on this host
         _tmp_of(tmp_path / "runs", "r1.h5", F.HOST, dead),
