@@ -31,7 +31,7 @@ import numpy as np
 
 from hpc_forget.analysis import reporting
 from hpc_forget.analysis.options import WORKERS, add_argparse
-from hpc_forget.data.massive import LABELS
+from hpc_forget.data.labels import LABELS
 from hpc_forget.store.store import Store
 from hpc_forget.study import languages as L
 from hpc_forget.study.methods import METHOD_KIND

@@ -48,7 +48,9 @@ def main() -> None:
         XLMRobertaConfig,
     )
 
-    from hpc_forget.data.massive import LABELS, load_massive, prepare_splits
+    from hpc_forget.data.labels import LABELS
+    from hpc_forget.data.sources import load_massive
+    from hpc_forget.data.splits import prepare_splits
     from hpc_forget.models.encode import encode
     from hpc_forget.models.hub import load_tokenizer, tiny_config
     from hpc_forget.models.params import XLMR_BASE_CONFIG

@@ -146,7 +146,7 @@ def data_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def data_inspect(source: str, locales: tuple[str, ...], as_json: bool) -> None:
     """Row counts, slot types and invalid rows per locale and split of SOURCE."""
-    from hpc_forget.data.massive import format_inspect, inspect_data
+    from hpc_forget.data.inspection import format_inspect, inspect_data
 
     report = inspect_data(source, list(locales) or None)
     click.echo(json.dumps(report, indent=2) if as_json else format_inspect(report))

@@ -113,7 +113,7 @@ def _tree(root: Path) -> dict[str, str]:
 def template(tmp_path_factory, massive_dir: Path, tiny_model_dir: Path) -> Path:
     """The pristine world: study.yaml, profile.yaml, data/, model/ and a store holding every
     step of study.yaml's plan (written with Store.put_run / put_step, no training)."""
-    from hpc_forget.data.massive import LABELS
+    from hpc_forget.data.labels import LABELS
     from hpc_forget.store.store import Store
     from hpc_forget.study.config import config_to_dict, load_config
     from hpc_forget.study.planning import plan
@@ -293,7 +293,7 @@ def _call_tiny_cache(world: Path, _mp: Any) -> None:
 
 
 def _call_load_model(world: Path, _mp: Any) -> None:
-    from hpc_forget.data.massive import LABELS
+    from hpc_forget.data.labels import LABELS
     from hpc_forget.models.hub import load_model
 
     load_model(str(world / "model"), list(LABELS))
@@ -409,7 +409,7 @@ def _call_put_run_enospc(world: Path, mp: Any) -> None:
 
 def _call_put_run_other_config(world: Path, _mp: Any) -> None:
     """The store's run file for this run id was written with another config: never reuse it."""
-    from hpc_forget.data.massive import LABELS
+    from hpc_forget.data.labels import LABELS
     from hpc_forget.store.store import Store
     from hpc_forget.study.config import config_from_dict, config_to_dict
     from hpc_forget.study.identity import run_settings
@@ -862,7 +862,7 @@ def test_the_world_is_sound(world: Path, tmp_path: Path, monkeypatch, capsys) ->
     )
     assert code == 0 and not err.strip(), err
     assert "(3 runs" in stdout
-    from hpc_forget.data.massive import LABELS
+    from hpc_forget.data.labels import LABELS
     from hpc_forget.models.hub import load_model
 
     load_model(str(world / "model"), list(LABELS))

@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_forget.data.massive import HUB_ID as MASSIVE_HUB
-from hpc_forget.data.massive import HUB_PARQUET_REVISION as MASSIVE_HUB_REVISION
+from hpc_forget.data.sources import HUB_ID as MASSIVE_HUB
+from hpc_forget.data.sources import HUB_PARQUET_REVISION as MASSIVE_HUB_REVISION
 from hpc_forget.errors import PrefetchError
 from hpc_forget.files import sha256_file, tree_digest
 

@@ -134,7 +134,7 @@ class Workspace:
     @property
     def corpus(self) -> Any:
         if self._corpus is None:
-            from hpc_forget.data.massive import load_massive
+            from hpc_forget.data.sources import load_massive
 
             d = self.cfg.data
             self._corpus = load_massive(d.source, d.languages, skip_invalid=d.skip_invalid)
@@ -143,7 +143,7 @@ class Workspace:
     def splits(self, locale: str, seed: int) -> Any:
         key = (locale, seed)
         if key not in self._splits:
-            from hpc_forget.data.massive import prepare_splits
+            from hpc_forget.data.splits import prepare_splits
 
             d = self.cfg.data
             self._splits[key] = prepare_splits(
@@ -198,7 +198,7 @@ class Workspace:
     def encoded(self, path: str, locale: str, split: str, seed: int) -> tuple[Any, list[Any]]:
         key = (path, locale, split, seed)
         if key not in self._encoded:
-            from hpc_forget.data.massive import LABELS
+            from hpc_forget.data.labels import LABELS
             from hpc_forget.models.encode import encode
 
             examples = list(getattr(self.splits(locale, seed), split))
@@ -227,7 +227,7 @@ def _concat(parts: list[tuple[Any, list[Any]]]) -> tuple[Any, list[Any]]:
 
 
 def _fresh_model(ws: Workspace, task: Task, seed: int) -> tuple[torch.nn.Module, str]:
-    from hpc_forget.data.massive import LABELS
+    from hpc_forget.data.labels import LABELS
     from hpc_forget.models.hub import load_model
     from hpc_forget.models.lora import add_lora
 
@@ -252,7 +252,7 @@ def _run_step(
     strategy: Strategy,
     state: dict[str, Any],
 ) -> StepContext:
-    from hpc_forget.data.massive import LABELS
+    from hpc_forget.data.labels import LABELS
 
     cfg, key = ws.cfg, task.key
     tc = cfg.train
@@ -419,7 +419,7 @@ def check_same_weights(ws: Workspace, task: Task, store: Store) -> None:
 def register_run(task: Task, cfg: ExperimentConfig, store: Store) -> None:
     """Write the run file; called just before the run's first scores are written, so a run
     that fails earlier (bad data, a missing model) leaves nothing in the store."""
-    from hpc_forget.data.massive import LABELS
+    from hpc_forget.data.labels import LABELS
 
     if not is_main_process():
         return

@@ -36,7 +36,7 @@ SETTINGS_DIGEST_LEN = 12
 
 
 def _labels_digest() -> str:
-    from hpc_forget.data.massive import LABELS
+    from hpc_forget.data.labels import LABELS
 
     return hashlib.sha256("\n".join(LABELS).encode()).hexdigest()[:12]
 

@@ -79,7 +79,7 @@ def test_tarball_from_a_file_url_is_fetched_verified_and_recorded(tmp_path, tarb
     # at job time the worker reads the cached copy, through data.py as usual
     job_cfg = P.check_prefetched(cfg, tmp_path / "cache")
     assert job_cfg.data.source == str(cached)
-    from hpc_forget.data.massive import load_massive
+    from hpc_forget.data.sources import load_massive
 
     corpus = load_massive(job_cfg.data.source, LOCALES)
     assert sorted(corpus.locales) == sorted(LOCALES)
@@ -214,7 +214,7 @@ def test_hub_parquet_form_becomes_jsonl_per_locale(tmp_path, massive_dir):
         lines = (out / f"{loc}.jsonl").read_text().splitlines()
         assert len(lines) == want[loc]
     job_cfg = P.check_prefetched(cfg, tmp_path / "cache")
-    from hpc_forget.data.massive import load_massive
+    from hpc_forget.data.sources import load_massive
 
     corpus = load_massive(job_cfg.data.source, LOCALES)
     assert sorted(corpus.locales) == sorted(LOCALES)
@@ -369,7 +369,7 @@ def test_the_hub_loader_reads_the_parquet_conversion_with_the_real_datasets(
         return real(str(hub), cache_dir=str(tmp_path / "hf"), **kw)
 
     monkeypatch.setattr(datasets, "load_dataset", local_hub)
-    from hpc_forget.data.massive import load_massive
+    from hpc_forget.data.sources import load_massive
 
     corpus = load_massive("hf:AmazonScience/massive", ["en-US"])
     assert asked == [("AmazonScience/massive", "refs/convert/parquet")]

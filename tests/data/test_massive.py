@@ -1,4 +1,4 @@
-"""Tests for hpc_forget.data.massive: sources, annot_utt -> BIO, label map, invalid rows, subsampling."""
+"""Tests for hpc_forget.data: sources, annot_utt -> BIO, label map, invalid rows, subsampling."""
 
 from __future__ import annotations
 
@@ -10,23 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from hpc_forget.data import massive as D
-from hpc_forget.data.massive import (
-    LABELS,
-    SAMPLES_DIR,
-    SLOT_TYPES,
-    DataError,
-    Example,
-    annot_to_bio,
-    format_inspect,
-    inspect_data,
-    label2id,
-    load_massive,
-    make_samples,
-    prepare_splits,
-    split_words,
-    subsample,
-)
+from hpc_forget.data import corpus as DC
+from hpc_forget.data import labels as DL
+from hpc_forget.data import samples as DS
+from hpc_forget.data import sources as DSrc
+from hpc_forget.data.corpus import Example
+from hpc_forget.data.inspection import format_inspect, inspect_data
+from hpc_forget.data.labels import LABELS, SLOT_TYPES, annot_to_bio, label2id, split_words
+from hpc_forget.data.samples import make_samples
+from hpc_forget.data.sources import SAMPLES_DIR, load_massive
+from hpc_forget.data.splits import prepare_splits, subsample
+from hpc_forget.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "massive"  # hand-written ja-JP / zh-CN rows
@@ -40,12 +34,12 @@ def real_dir(massive_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real(real_dir: Path) -> D.Corpus:
+def real(real_dir: Path) -> DC.Corpus:
     return load_massive(real_dir)
 
 
 @pytest.fixture(scope="module")
-def samples() -> D.Corpus:
+def samples() -> DC.Corpus:
     return load_massive("samples")
 
 
@@ -83,13 +77,13 @@ def test_label_map_is_fixed_and_sorted() -> None:
     assert LABELS[-1] == "I-weather_descriptor"
     ids = label2id()
     assert ids["O"] == 0 and ids["B-date"] == 1 + 2 * SLOT_TYPES.index("date")
-    assert D.id2label() == {i: label for label, i in ids.items()}
+    assert DL.id2label() == {i: label for label, i in ids.items()}
 
 
 # ------------------------------------------------------------------------------ real data
 
 
-def test_real_data_converts_completely(real: D.Corpus) -> None:
+def test_real_data_converts_completely(real: DC.Corpus) -> None:
     assert real.invalid == []
     assert real.locales == ["de-DE", "en-US", "sw-KE", "th-TH"]
     for loc in ("en-US", "th-TH"):
@@ -97,17 +91,17 @@ def test_real_data_converts_completely(real: D.Corpus) -> None:
     for loc in ("de-DE", "sw-KE"):
         assert real.counts()[loc] == {"train": 0, "dev": 2033, "test": 2974}
         assert real.split(loc, "train") == []
-    en = {t[2:] for s in D.SPLITS for e in real.split("en-US", s) for t in e.tags if t != "O"}
+    en = {t[2:] for s in DL.SPLITS for e in real.split("en-US", s) for t in e.tags if t != "O"}
     assert en == set(SLOT_TYPES)
     labels = set(LABELS)
     for loc in real.locales:
-        for s in D.SPLITS:
+        for s in DL.SPLITS:
             for e in real.split(loc, s):
                 assert len(e.words) == len(e.tags) > 0
                 assert labels.issuperset(e.tags)
 
 
-def test_real_data_hand_checked(real: D.Corpus) -> None:
+def test_real_data_hand_checked(real: DC.Corpus) -> None:
     en = {e.id: e for e in real.split("en-US", "test")}
     assert en["0"].words == ("wake", "me", "up", "at", "five", "am", "this", "week")
     assert en["0"].tags == ("O", "O", "O", "O", "B-time", "I-time", "B-date", "I-date")
@@ -118,7 +112,7 @@ def test_real_data_hand_checked(real: D.Corpus) -> None:
     assert real.split("th-TH", "validation") == real.split("th-TH", "dev")
 
 
-def test_real_tarball_equals_folder(real_dir: Path, real: D.Corpus, tmp_path: Path) -> None:
+def test_real_tarball_equals_folder(real_dir: Path, real: DC.Corpus, tmp_path: Path) -> None:
     tar_path = tmp_path / "amazon-massive-dataset-1.1.tar.gz"
     with tarfile.open(tar_path, "w:gz", compresslevel=1) as tar:
         for loc in real.locales:
@@ -198,7 +192,7 @@ def test_split_words_char_locales() -> None:
 def test_char_split_fixture_files() -> None:
     corpus = load_massive(FIXTURES)
     assert corpus.locales == ["ja-JP", "zh-CN"] and corpus.invalid == []
-    ja = {e.id: e for s in D.SPLITS for e in corpus.split("ja-JP", s)}
+    ja = {e.id: e for s in DL.SPLITS for e in corpus.split("ja-JP", s)}
     assert ja["2"].words[:3] == ("spotify", "で", "音") and ja["2"].tags[:3] == (
         "B-app_name",
         "O",
@@ -206,7 +200,7 @@ def test_char_split_fixture_files() -> None:
     )
     assert ja["3"].words[:3] == ("taylor", "swift", "の")
     assert ja["3"].tags[:3] == ("B-artist_name", "I-artist_name", "O")
-    zh = {e.id: e for s in D.SPLITS for e in corpus.split("zh-CN", s)}
+    zh = {e.id: e for s in DL.SPLITS for e in corpus.split("zh-CN", s)}
     assert zh["1"].tags == ("O", "O", "B-artist_name", "I-artist_name", "I-artist_name", "O", "O")
     assert zh["4"].words == ("打", "开", "wifi", "吧")
     assert zh["4"].tags == ("O", "O", "B-device_type", "O")
@@ -251,14 +245,14 @@ def small_rows() -> dict[str, list[bytes]]:
 
 
 @pytest.fixture(scope="module")
-def folder_corpus(small_rows, tmp_path_factory) -> D.Corpus:
+def folder_corpus(small_rows, tmp_path_factory) -> DC.Corpus:
     folder = tmp_path_factory.mktemp("folder")
     for loc, lines in small_rows.items():
         (folder / f"{loc}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     (folder / "README.md").write_text("not data\n")
     corpus = load_massive(folder)
     assert corpus.form == "folder" and corpus.locales == LOCALES
-    assert {s for loc in LOCALES for s in D.SPLITS if corpus.split(loc, s)} == set(D.SPLITS)
+    assert {s for loc in LOCALES for s in DL.SPLITS if corpus.split(loc, s)} == set(DL.SPLITS)
     return corpus
 
 
@@ -395,7 +389,9 @@ def test_samples_source(samples) -> None:
         "th-TH": {"train": 2000, "dev": 300, "test": 300},
     }
     ids = {
-        (loc, s): {e.id for e in samples.split(loc, s)} for loc in samples.locales for s in D.SPLITS
+        (loc, s): {e.id for e in samples.split(loc, s)}
+        for loc in samples.locales
+        for s in DL.SPLITS
     }
     assert ids["en-US", "train"] == ids["th-TH", "train"]
     assert ids["en-US", "dev"] == ids["th-TH", "dev"] < ids["de-DE", "dev"] == ids["sw-KE", "dev"]
@@ -568,7 +564,7 @@ def test_prepare_splits(samples) -> None:
     with pytest.raises(DataError) as err:
         prepare_splits(samples, "de-DE")
     assert str(err.value) == (
-        f"{D.SAMPLES_DIR / 'de-DE.jsonl'}: locale de-DE has no train split — set data.missing_train: split-dev to train on "
+        f"{DSrc.SAMPLES_DIR / 'de-DE.jsonl'}: locale de-DE has no train split — set data.missing_train: split-dev to train on "
         "part of its dev split, or drop the locale"
     )
     de = prepare_splits(samples, "sw-KE", missing_train="split-dev", seed=1)
@@ -626,7 +622,7 @@ def test_make_samples_small(tmp_path: Path) -> None:
 
 def test_shipped_samples_regenerate(real_dir: Path, tmp_path: Path) -> None:
     make_samples(real_dir, tmp_path)
-    for loc in D.SAMPLE_SIZES:
+    for loc in DS.SAMPLE_SIZES:
         assert (tmp_path / f"{loc}.jsonl").read_bytes() == (
             SAMPLES_DIR / f"{loc}.jsonl"
         ).read_bytes()

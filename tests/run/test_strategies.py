@@ -181,7 +181,7 @@ def test_trainable_params_in_the_store_for_full_and_lora_runs(
 
     _, full = _run(tmp_path / "a", tiny_model_dir, None, monkeypatch)
     _, lora = _run(tmp_path / "b", tiny_model_dir, None, monkeypatch, method="shared_lora")
-    from hpc_forget.data.massive import LABELS
+    from hpc_forget.data.labels import LABELS
 
     every = sum(p.numel() for p in load_model(str(tiny_model_dir), list(LABELS)).parameters())
     assert {m["trainable_params"] for m in full.step_meta.values()} == {every}
