@@ -14,8 +14,10 @@ import only stdlib, numpy and h5py, uses it too.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import errno
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -24,6 +26,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hpc_forget.errors import UserError
 
@@ -249,3 +252,25 @@ def tree_digest(folder: Path) -> tuple[str, int, int]:
             n += 1
             size += p.stat().st_size
     return hashlib.sha256("".join(lines).encode()).hexdigest(), n, size
+
+
+def utc_now(timespec: str = "seconds") -> str:
+    """The current UTC time in ISO 8601 (``2026-12-03T10:41:37+00:00``): every timestamp that
+    hpc-forget writes (step provenance, markers, run folders, the prefetch record)."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec=timespec)
+
+
+def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
+    """Write ``data`` as JSON (indent 1, a final newline) whole or not at all: readers see the
+    old file or the new one (a temporary name from :func:`tmp_name`, then ``os.replace``). No
+    fsync: for run-folder records and task markers, rewritten often; the store's files and
+    checkpoints go through :func:`atomic_write`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=sort_keys) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -90,3 +91,29 @@ def test_clean_stale_tmp_removes_files_and_folders_it_owns_only(tmp_path):
     not_owned.write_text("x")
     removed = files.clean_stale_tmp(tmp_path, lambda name: name in ("a.h5", "tiny-1"))
     assert sorted(removed) == sorted([dead_file, dead_dir]) and not_owned.exists()
+
+
+def test_write_json_replaces_whole_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "a" / "record.json"
+    files.write_json(path, {"b": 1, "a": [1, 2]})
+    assert path.read_text() == '{\n "b": 1,\n "a": [\n  1,\n  2\n ]\n}\n'
+    files.write_json(path, {"b": 2, "a": 1}, sort_keys=True)
+    assert json.loads(path.read_text()) == {"a": 1, "b": 2}
+    assert path.read_text().index('"a"') < path.read_text().index('"b"')
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", full)
+    with pytest.raises(OSError):
+        files.write_json(path, {"new": True})
+    assert json.loads(path.read_text()) == {"a": 1, "b": 2}  # the old file, whole
+    assert sorted(p.name for p in path.parent.iterdir()) == ["record.json"]
+
+
+def test_utc_now_is_iso_8601_in_utc():
+    import datetime as dt
+
+    stamp = files.utc_now()
+    assert stamp.endswith("+00:00") and dt.datetime.fromisoformat(stamp).tzinfo is not None
+    assert len(files.utc_now("milliseconds").split(".")[1]) == len("123+00:00")

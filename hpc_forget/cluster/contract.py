@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpc_forget import __version__
+from hpc_forget import __version__, files
 from hpc_forget.errors import WorkerError
 
 MANIFEST_FORMAT = "hpc-forget-manifest"
@@ -161,9 +161,4 @@ def read_marker(path: str | os.PathLike) -> dict | None:
 
 def write_marker(path: Path, data: dict) -> None:
     """Atomic: readers see the old marker or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    files.write_json(path, data, sort_keys=True)

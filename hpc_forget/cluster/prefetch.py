@@ -20,7 +20,6 @@ also a lock: a later prefetch fetches the recorded revision again unless asked t
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -39,7 +38,7 @@ from typing import Any
 from hpc_forget.data.sources import HUB_ID as MASSIVE_HUB
 from hpc_forget.data.sources import HUB_PARQUET_REVISION as MASSIVE_HUB_REVISION
 from hpc_forget.errors import PrefetchError
-from hpc_forget.files import sha256_file, tree_digest
+from hpc_forget.files import sha256_file, tree_digest, utc_now, write_json
 
 RECORD = "prefetch.json"
 RECORD_FORMAT = "hpc-forget-prefetch"
@@ -96,10 +95,6 @@ class PrefetchRecord:
 
 # --------------------------------------------------------------------------------------------
 # what a config needs (pure)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def is_url(source: str) -> bool:
@@ -161,9 +156,7 @@ def read_record(cache_dir: str | os.PathLike) -> PrefetchRecord:
 def write_record(rec: PrefetchRecord) -> None:
     path = Path(rec.cache_dir) / RECORD
     data = {"format": RECORD_FORMAT, "version": 1, "items": [asdict(i) for i in rec.items]}
-    tmp = path.with_name(f".{RECORD}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,7 +272,7 @@ def _model_from_folder(
             shutil.rmtree(tmp, ignore_errors=True)
     _pin_main(cache, repo_id, commit, revision)
     return Item("model", spec, str(folder.absolute()), commit, str(snap.relative_to(cache)),
-                digest, n, size, _now())  # fmt: skip
+                digest, n, size, utc_now())  # fmt: skip
 
 
 def _model_from_hub(
@@ -301,7 +294,7 @@ def _model_from_hub(
     _pin_main(cache, repo_id, commit, pinned)
     digest, n, size = tree_digest(path)
     return Item("model", spec, f"hub:{repo_id}", commit, os.path.relpath(path, cache), digest,
-                n, size, _now())  # fmt: skip
+                n, size, utc_now())  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,7 +350,7 @@ def _data_from_url(
             return old
     path, digest, size = _download(base, cache / "massive", expected)
     verify_massive_tarball(path, locales)
-    return Item("data", spec, base, "", str(path.relative_to(cache)), digest, 1, size, _now())
+    return Item("data", spec, base, "", str(path.relative_to(cache)), digest, 1, size, utc_now())
 
 
 def parquet_to_jsonl(folder: Path, out: Path, locales: list[str]) -> None:
@@ -418,7 +411,7 @@ def _data_from_hub(
         parquet_to_jsonl(snap, out, locales)
     verify_massive_folder(out, locales)
     return Item(
-        "data", spec, source, revision, str(out.relative_to(cache)), digest, n, size, _now()
+        "data", spec, source, revision, str(out.relative_to(cache)), digest, n, size, utc_now()
     )
 
 

@@ -54,17 +54,6 @@ class JobLayout:
         return os.path.join(self.run_folder, "accelerate.yaml")
 
 
-def now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def default_run_folder(cfg: Any, now: _dt.datetime | None = None) -> Path:
     """``<store's parent>/slurm/<name>-<UTC time>``: next to the store, on the same (shared)
     filesystem."""

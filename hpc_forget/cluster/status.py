@@ -24,14 +24,13 @@ from hpc_forget.cluster.profiles import Profile, profile_from_dict, with_overrid
 from hpc_forget.cluster.runfolder import (
     PLAN_FILE,
     JobLayout,
-    now,
     read_submission,
     resolve_run_folder,
-    write_json,
 )
 from hpc_forget.cluster.scripts import format_dry_run, plan_arrays, task_record
 from hpc_forget.cluster.submit import SubmitResult, launch, resolve_image
 from hpc_forget.errors import SlurmError, UserError
+from hpc_forget.files import utc_now, write_json
 
 STATES = ("pending", "running", "done", "failed", "missing")
 
@@ -343,7 +342,7 @@ def resubmit(
         python=prof.python or sys.executable,
         max_array_size=limit,
         environment=environment_facts(),
-        created_at=now(),
+        created_at=utc_now(),
         prefix=f"r{n}-",
         name=sub["config_name"],
     )
@@ -369,7 +368,7 @@ def cancel(run: str | os.PathLike) -> list[str]:
     ids = [a["job_id"] for a in sub["arrays"] if a.get("job_id") and not a.get("cancelled_at")]
     if ids:
         sbatch.scancel(ids)
-        stamp = now()
+        stamp = utc_now()
         for a in sub["arrays"]:
             if a.get("job_id") in ids:
                 a["cancelled_at"] = stamp

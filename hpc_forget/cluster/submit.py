@@ -34,9 +34,7 @@ from hpc_forget.cluster.runfolder import (
     SUBMISSION_VERSION,
     JobLayout,
     default_run_folder,
-    now,
     plan_rows,
-    write_json,
 )
 from hpc_forget.cluster.scripts import (
     ArrayJob,
@@ -46,6 +44,7 @@ from hpc_forget.cluster.scripts import (
     task_record,
 )
 from hpc_forget.errors import SlurmError
+from hpc_forget.files import utc_now, write_json
 
 
 @dataclass
@@ -165,7 +164,7 @@ def submit(
         notes.append(sbatch.check_image_versions(image))
     elif image is not None:
         notes.append(f"image {image}: versions not checked in a dry run")
-    created = now()
+    created = utc_now()
     arrays = plan_arrays(
         config=config,
         tasks=todo,
@@ -240,7 +239,7 @@ def launch(
             "script": os.path.relpath(a.script_path, folder),
             "manifest": os.path.relpath(a.manifest_path, folder),
             "task_ids": [t["task_id"] for t in a.tasks],
-            "submitted_at": now(),
+            "submitted_at": utc_now(),
             "cancelled_at": None,
         }
         submission["arrays"].append(rec)

@@ -18,7 +18,6 @@ The manifest, marker and exit-code formats are the job contract of
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import signal
 import socket
@@ -47,6 +46,7 @@ from hpc_forget.cluster.contract import (
     write_marker,
 )
 from hpc_forget.errors import WorkerError
+from hpc_forget.files import utc_now
 
 
 class TaskPreempted(Exception):
@@ -78,10 +78,6 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
 @dataclass
 class Marker:
     """The marker of one task attempt; every update rewrites the file."""
@@ -94,7 +90,7 @@ class Marker:
 
     def update(self, **kw: Any) -> None:
         with self._lock:
-            self.data.update(kw, updated_at=_now())
+            self.data.update(kw, updated_at=utc_now())
             if self.enabled:
                 try:
                     write_marker(self.path, self.data)
@@ -239,7 +235,7 @@ def run(
         "attempts": int(old.get("attempts", 0)) + 1,
         "host": socket.gethostname(),
         "log": log_path(manifest.get("log_pattern", ""), env),
-        "started_at": _now(),
+        "started_at": utc_now(),
         "last_error": "",
     }
     flag = StopFlag(on_signal=lambda name: marker.update(state="stopping", signal=name))
@@ -281,7 +277,7 @@ def run(
             raise
         return EXIT_FAILED
     stop_heartbeat()
-    marker.update(state="done", finished_at=_now())
+    marker.update(state="done", finished_at=utc_now())
     return EXIT_OK
 
 

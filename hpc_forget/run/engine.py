@@ -8,7 +8,6 @@ one would have (on CPU; on GPUs up to the non-determinism of their kernels).
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import hashlib
 import logging
@@ -24,7 +23,7 @@ from typing import Any
 
 import torch
 
-from hpc_forget import __version__
+from hpc_forget import __version__, files
 from hpc_forget.run.checkpoints import resume_from_checkpoint, save_checkpoint
 from hpc_forget.run.strategies import StepContext, Strategy, get_strategy
 from hpc_forget.run.training import Preempted, StepData, make_accelerator, train_step
@@ -109,7 +108,7 @@ def provenance(**extra: Any) -> dict[str, Any]:
     )
     for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
         d[k.lower()] = env.get(k, "")
-    d["written_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    d["written_at"] = files.utc_now()
     d.update(extra)
     return d
 

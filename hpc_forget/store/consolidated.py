@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpc_forget.errors import StoreError
+from hpc_forget.files import utc_now
 
 # HDF5's own file locking fails on Lustre and many NFS mounts (errno 11, 37, 38, 524). We never
 # rely on it: every open below passes locking=False; the variable covers other HDF5 users.
@@ -28,7 +29,6 @@ from hpc_forget.store.format import (  # noqa: E402
     _check_step,
     _Damaged,
     _Header,
-    _now,
     _read_header_group,
     _reason,
     _schema_fix,
@@ -196,7 +196,7 @@ def _write_consolidated(
     with layout._open_h5(path, "w") as f:
         f.attrs["format"] = CONSOLIDATED_FORMAT
         f.attrs["schema_version"] = SCHEMA_VERSION
-        f.attrs["created_at"] = _now()
+        f.attrs["created_at"] = utc_now("milliseconds")
         f.attrs["hpc_forget_version"] = __version__
         f.attrs["n_runs"] = len(runs)
         f.attrs["n_steps"] = sum(len(rows) for _, rows in runs)

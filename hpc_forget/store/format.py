@@ -12,12 +12,12 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hpc_forget import files
 from hpc_forget.errors import StoreError
+from hpc_forget.files import utc_now
 
 # HDF5's own file locking fails on Lustre and many NFS mounts (errno 11, 37, 38, 524). We never
 # rely on it: every open below passes locking=False; the variable covers other HDF5 users.
@@ -135,10 +135,6 @@ def expected_cells(
 # --------------------------------------------------------------------------------------------
 # Plain helpers (pure where possible)
 # --------------------------------------------------------------------------------------------
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _json_default(obj: Any) -> Any:
@@ -427,7 +423,7 @@ def _make_header(
     key_json = _dumps(dict(key), f"put_run {run_id}: key")
     config_json = _dumps(dict(config), f"put_run {run_id}: config")
     settings_json = _dumps(dict(settings), f"put_run {run_id}: settings")
-    created = _now()
+    created = utc_now("milliseconds")
     return _Header(
         run_id=run_id,
         key=json.loads(key_json),

@@ -34,6 +34,7 @@ from typing import Any
 
 from hpc_forget import files
 from hpc_forget.errors import StoreError
+from hpc_forget.files import utc_now
 
 # HDF5's own file locking fails on Lustre and many NFS mounts (errno 11, 37, 38, 524). We never
 # rely on it: every open below passes locking=False; the variable covers other HDF5 users.
@@ -68,7 +69,6 @@ from hpc_forget.store.format import (  # noqa: E402
     _Header,
     _is_hidden,
     _make_header,
-    _now,
     _one_line,
     _os_message,
     _read_marker,
@@ -153,7 +153,7 @@ class Store:
             data = {
                 "format": STORE_FORMAT,
                 "schema_version": SCHEMA_VERSION,
-                "created_at": _now(),
+                "created_at": utc_now("milliseconds"),
                 "created_by": f"hpc-forget {__version__}",
                 "layout": "runs/<run_id>.h5, steps/<run_id>/<step:06d>.h5, consolidated.h5",
             }
@@ -722,7 +722,7 @@ def _make_step(
         raise StoreError(f"put_step {where}: meta and provenance must be dicts")
     meta_json = _dumps(dict(meta), f"put_step {where}: meta")
     prov_json = _dumps(dict(provenance), f"put_step {where}: provenance")
-    written = _now()
+    written = utc_now("milliseconds")
     crc = _step_crc(h.run_id, step, h.languages, vec, evaluated, dev, meta_json, prov_json, written)
     return _Step(
         run_id=h.run_id,

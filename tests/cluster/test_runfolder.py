@@ -10,10 +10,11 @@ import pytest
 
 from hpc_forget.cluster import runfolder as RF
 from hpc_forget.errors import SlurmError
+from hpc_forget.files import write_json
 
 
 def record(folder, **kw) -> None:
-    RF.write_json(
+    write_json(
         folder / "submission.json",
         {"format": RF.SUBMISSION_FORMAT, "version": RF.SUBMISSION_VERSION, **kw},
     )
