@@ -16,6 +16,21 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
+def shorten(text: str, limit: int = 240) -> str:
+    """``text`` on one line (every run of whitespace, newlines included, one space), cut to
+    ``limit`` characters with "..."."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def first_line(exc: BaseException | str, limit: int | None = 160) -> str:
+    """The first line of an exception's message (its type's name if the message is empty),
+    cut to ``limit`` characters with "..." (None: not cut)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else (type(exc).__name__ if isinstance(exc, BaseException) else "")
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 class UserError(Exception):
     """A problem in the user's input or environment; the message is one line saying what to do."""
 

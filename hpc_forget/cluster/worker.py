@@ -45,7 +45,7 @@ from hpc_forget.cluster.contract import (
     read_marker,
     write_marker,
 )
-from hpc_forget.errors import WorkerError
+from hpc_forget.errors import WorkerError, first_line
 from hpc_forget.files import utc_now
 
 
@@ -70,12 +70,6 @@ def array_index(explicit: int | None, env: dict[str, str] | os._Environ) -> int:
 
 # --------------------------------------------------------------------------------------------
 # markers
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
 @dataclass
@@ -272,7 +266,7 @@ def run(
     except BaseException as exc:  # noqa: BLE001 - the marker must say why the task died
         stop_heartbeat()
         traceback.print_exc()
-        marker.update(state="failed", last_error=one_line(exc))
+        marker.update(state="failed", last_error=first_line(f"{type(exc).__name__}: {exc}", 300))
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return EXIT_FAILED

@@ -20,7 +20,7 @@ from hpc_forget.data.corpus import (
     check_locales,
 )
 from hpc_forget.data.labels import canonical_split
-from hpc_forget.errors import DataError
+from hpc_forget.errors import DataError, first_line
 
 HUB_ID = "AmazonScience/massive"
 # MASSIVE on the Hub is a loading-script dataset, which `datasets` 4+ refuses to run ("Dataset
@@ -121,7 +121,7 @@ def _load_tarball(path: Path, wanted: Sequence[str] | None, builder: CorpusBuild
                 add_jsonl_rows(builder, data, file=where, where=where, locale=loc)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(
-            f"{src}: not a readable tar archive ({type(e).__name__}: {_first_line(e)}) — "
+            f"{src}: not a readable tar archive ({type(e).__name__}: {first_line(e)}) — "
             "expected the official MASSIVE .tar.gz; download it again"
         ) from None
     return check_locales(wanted, seen, src, "" if seen else "the archive has no such members")
@@ -135,7 +135,7 @@ def _load_disk(path: Path, wanted: Sequence[str] | None, builder: CorpusBuilder)
         obj = datasets.load_from_disk(src)
     except Exception as e:  # noqa: BLE001 - any failure is reported as one line
         raise DataError(
-            f"{src}: cannot load the save_to_disk folder ({type(e).__name__}: {_first_line(e)}) "
+            f"{src}: cannot load the save_to_disk folder ({type(e).__name__}: {first_line(e)}) "
             "— re-save it with datasets.save_to_disk"
         ) from None
     parts = list(obj.items()) if isinstance(obj, datasets.DatasetDict) else [(None, obj)]
@@ -171,7 +171,7 @@ def _load_hub(name: str, wanted: Sequence[str] | None, builder: CorpusBuilder) -
             what = f"locale {config}" if wanted is not None else "the dataset"
             raise DataError(
                 f"{name}: cannot load {what} from the Hugging Face Hub ({type(e).__name__}: "
-                f"{_first_line(e)}) — check the dataset id and locale, or pass a local folder "
+                f"{first_line(e)}) — check the dataset id and locale, or pass a local folder "
                 "or .tar.gz"
             ) from None
         parts = list(dd.items()) if isinstance(dd, Mapping) else [(None, dd)]
@@ -194,11 +194,6 @@ def _split_of_key(key: str | None) -> str | None:
     if key is None:
         return None
     return canonical_split(key) or key
-
-
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = (str(e).strip().splitlines() or [""])[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_empty(path: Path) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_forget import files
-from hpc_forget.errors import StoreError
+from hpc_forget.errors import StoreError, shorten
 from hpc_forget.files import utc_now
 
 # HDF5's own file locking fails on Lustre and many NFS mounts (errno 11, 37, 38, 524). We never
@@ -204,11 +204,6 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _one_line(text: str, limit: int = 240) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _reason(exc: BaseException) -> str:
     """Why a file could not be read, in a few words."""
     msg = str(exc)
@@ -217,7 +212,7 @@ def _reason(exc: BaseException) -> str:
         return f"truncated HDF5 file ({m.group(0) if m else 'truncated file'})"
     if "file signature not found" in msg:
         return "not an HDF5 file (file signature not found)"
-    return _one_line(f"unreadable ({type(exc).__name__}: {msg})", 200)
+    return shorten(f"unreadable ({type(exc).__name__}: {msg})", 200)
 
 
 def _os_message(exc: BaseException, path: Path, what: str) -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_forget import files
-from hpc_forget.errors import StoreError
+from hpc_forget.errors import StoreError, shorten
 from hpc_forget.files import utc_now
 
 # HDF5's own file locking fails on Lustre and many NFS mounts (errno 11, 37, 38, 524). We never
@@ -69,7 +69,6 @@ from hpc_forget.store.format import (  # noqa: E402
     _Header,
     _is_hidden,
     _make_header,
-    _one_line,
     _os_message,
     _read_marker,
     _read_run_file,
@@ -183,7 +182,7 @@ class Store:
                 os.close(fd)
                 files.remove_quietly(probe)
         except OSError as exc:
-            why = exc.strerror or _one_line(str(exc), 120)
+            why = exc.strerror or shorten(str(exc), 120)
             raise StoreError(
                 f"{self.path}: results store is not writable ({why});"
                 " choose a writable store location or fix its permissions"
@@ -675,7 +674,7 @@ def _compare_headers(path: Path, old: _Header, new: _Header) -> None:
         if a != b:
             raise StoreError(
                 f"{path}: run {new.run_id} already exists with a different {name}"
-                f" ({_one_line(repr(a), 80)} != {_one_line(repr(b), 80)}); use a new store"
+                f" ({shorten(repr(a), 80)} != {shorten(repr(b), 80)}); use a new store"
                 " or delete this run's files"
             )
     # The configs can differ only in keys that cannot change a score (store path, cache dir,

@@ -21,8 +21,7 @@ from typing import Any
 
 import yaml
 
-from hpc_forget.errors import ConfigError, OrderError
-from hpc_forget.errors import one_line as _one_line
+from hpc_forget.errors import ConfigError, OrderError, one_line
 from hpc_forget.study.methods import FULL_ONLY_METHODS, LORA_METHODS, METHOD_NAMES
 from hpc_forget.study.orders import PAPER_ORDERS, OrderSpec, resolve_order
 
@@ -104,7 +103,7 @@ def builtin_config_text(name: str) -> str:
     ref = resources.files("hpc_forget") / "configs" / f"{name}.yaml"
     if name not in BUILTIN_CONFIGS or not ref.is_file():
         raise ConfigError(
-            f"no built-in config named {_one_line(repr(name))}: choose one of "
+            f"no built-in config named {one_line(repr(name))}: choose one of "
             f"{', '.join(BUILTIN_CONFIGS)}"
         )
     return ref.read_text(encoding="utf-8")
@@ -126,9 +125,9 @@ def load_config(
     path = Path(spec_s)
     if path.suffix.lower() in (".yaml", ".yml", ".toml") or path.exists():
         if not path.exists():
-            raise ConfigError(_one_line(f"{spec_s}: config file not found — check the path"))
+            raise ConfigError(one_line(f"{spec_s}: config file not found — check the path"))
         if not path.is_file():
-            raise ConfigError(_one_line(f"{spec_s}: not a file — give a .yaml or .toml file"))
+            raise ConfigError(one_line(f"{spec_s}: not a file — give a .yaml or .toml file"))
         origin = spec_s
         text = _read_text(path, origin)
         is_toml = path.suffix.lower() == ".toml"
@@ -138,7 +137,7 @@ def load_config(
         is_toml = False
     else:
         raise ConfigError(
-            _one_line(
+            one_line(
                 f"{spec_s}: not a config file (.yaml/.yml/.toml) nor a built-in config "
                 f"({', '.join(BUILTIN_CONFIGS)})"
             )
@@ -149,7 +148,7 @@ def load_config(
         label = (labels or {}).get(dotted) or f"--set {dotted}={_show(value)}"
         parts = _dotted_parts(dotted, label)
         _set_dotted(raw, parts, value, label)
-        applied.append((parts, _one_line(label)))
+        applied.append((parts, one_line(label)))
     return _build(raw, _Checker(origin, lines, applied))
 
 
@@ -165,14 +164,14 @@ def parse_sets(pairs: Iterable[str], *, command: str = "hpc-forget") -> dict[str
         key = key.strip()
         if not sep:
             raise ConfigError(
-                _one_line(
+                one_line(
                     f"--set {pair!r}: use KEY=VALUE, e.g. train.batch_size=64 "
                     f"(see {command} --help)"
                 )
             )
         if _has_control(pair):  # before YAML, which would fold a newline into a space
             raise ConfigError(
-                _one_line(
+                one_line(
                     f"--set {pair!r}: contains a control character (newline, tab, ...), which"
                     " no config value may hold; remove it"
                 )
@@ -188,10 +187,10 @@ def _read_text(path: Path, origin: str) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            _one_line(f"{origin}: not UTF-8 text (byte {exc.start}) — save it as UTF-8")
+            one_line(f"{origin}: not UTF-8 text (byte {exc.start}) — save it as UTF-8")
         ) from None
     except OSError as exc:
-        raise ConfigError(_one_line(f"{origin}: cannot read ({exc.strerror or exc})")) from None
+        raise ConfigError(one_line(f"{origin}: cannot read ({exc.strerror or exc})")) from None
 
 
 class _Loader(yaml.SafeLoader):
@@ -260,7 +259,7 @@ def _walk(
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise ConfigError(
-                    _one_line(
+                    one_line(
                         f"{where}:{line}: {_key_name((*path, key))}: duplicate key (first at "
                         f"line {seen[key]}) — keep one"
                     )
@@ -285,18 +284,18 @@ def _parse(text: str, origin: str, is_toml: bool) -> tuple[dict, dict[KeyPath, i
     except tomllib.TOMLDecodeError as exc:
         msg = (str(exc).splitlines() or ["invalid TOML"])[0]
         raise ConfigError(
-            _one_line(f"{origin}: cannot parse the config ({msg}) — fix the syntax")
+            one_line(f"{origin}: cannot parse the config ({msg}) — fix the syntax")
         ) from None
     except yaml.YAMLError as exc:
         line, problem = _yaml_problem(exc)
         where = f"{origin}:{line}" if line is not None else origin
         raise ConfigError(
-            _one_line(f"{where}: cannot parse the config ({problem}) — fix the syntax")
+            one_line(f"{where}: cannot parse the config ({problem}) — fix the syntax")
         ) from None
     except RecursionError:
-        raise ConfigError(_one_line(f"{origin}: the config is nested too deeply")) from None
+        raise ConfigError(one_line(f"{origin}: the config is nested too deeply")) from None
     if not isinstance(raw, dict):
-        raise ConfigError(_one_line(f"{origin}: the config must be a mapping of keys to values"))
+        raise ConfigError(one_line(f"{origin}: the config must be a mapping of keys to values"))
     return raw, lines
 
 
@@ -307,13 +306,13 @@ def _yaml_value(text: str, label: str) -> Any:
     except yaml.YAMLError as exc:
         problem = _yaml_problem(exc)[1]
         raise ConfigError(
-            _one_line(
+            one_line(
                 f"{label}: not a valid YAML value ({problem}) — quote text that holds "
                 "':', '#', '[' or '{', e.g. --set 'name=\"a: b\"'"
             )
         ) from None
     except RecursionError:
-        raise ConfigError(_one_line(f"{label}: the value is nested too deeply")) from None
+        raise ConfigError(one_line(f"{label}: the value is nested too deeply")) from None
 
 
 _SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -323,7 +322,7 @@ def _dotted_parts(dotted: str, label: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in dotted.split("."))
     if not dotted.strip() or any(not p for p in parts):
         raise ConfigError(
-            _one_line(
+            one_line(
                 f"{label}: empty key name in {dotted!r} — use KEY=VALUE with a dotted key, "
                 "e.g. train.batch_size=64"
             )
@@ -331,7 +330,7 @@ def _dotted_parts(dotted: str, label: str) -> tuple[str, ...]:
     bad = next((p for p in parts if not _SEGMENT.match(p)), None)
     if bad is not None:
         raise ConfigError(
-            _one_line(
+            one_line(
                 f"{label}: {bad!r} is not a key name — keys are dotted names such as "
                 "train.batch_size (lists are set whole: --set 'seeds=[0, 1]')"
             )
@@ -348,7 +347,7 @@ def _set_dotted(raw: dict, parts: tuple[str, ...], value: Any, label: str) -> No
         elif not isinstance(nxt, dict):
             section = ".".join(parts[: i + 1])
             raise ConfigError(
-                _one_line(
+                one_line(
                     f"{label}: {section} is {_got(nxt)}, not a section, so it has no key "
                     f"{parts[i + 1]!r} — set {section} itself"
                 )
@@ -367,7 +366,7 @@ def _show(value: Any, limit: int = 80) -> str:
         except yaml.YAMLError:
             text = repr(value)
         text = text.removesuffix("...").strip()
-    text = _one_line(text)
+    text = one_line(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -413,13 +412,13 @@ class _Checker:
             n = min(len(path), len(opath))
             if path[:n] == opath[:n]:
                 where = label if path == opath else f"{label}: {key}"
-                return ConfigError(_one_line(f"{where}: {msg}"))
+                return ConfigError(one_line(f"{where}: {msg}"))
         line = next(
             (self.lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self.lines),
             None,
         )
         where = f"{self.origin}:{line}" if line is not None else self.origin
-        return ConfigError(_one_line(f"{where}: {key}: {msg}"))
+        return ConfigError(one_line(f"{where}: {key}: {msg}"))
 
     def unknown(self, section: str, raw: dict, allowed: set[str]) -> None:
         extra = sorted(set(raw) - allowed, key=str)
@@ -478,7 +477,7 @@ class _Checker:
 def config_from_dict(raw: dict, *, origin: str = "<config>") -> ExperimentConfig:
     """Validate a raw mapping (as parsed from YAML/TOML) into an ExperimentConfig."""
     if not isinstance(raw, dict):
-        raise ConfigError(_one_line(f"{origin}: the config must be a mapping of keys to values"))
+        raise ConfigError(one_line(f"{origin}: the config must be a mapping of keys to values"))
     return _build(raw, _Checker(origin))
 
 
@@ -620,7 +619,7 @@ def pinned_revision(c: _Checker, key: str, v: Any) -> str:
     if not _REVISION.match(v) or any(part in (".", "..") for part in v.split("/")):
         raise c.fail(
             key,
-            f"revision {_one_line(repr(v))} must be a commit hash, tag or branch: letters, "
+            f"revision {one_line(repr(v))} must be a commit hash, tag or branch: letters, "
             "digits and . _ - / (no @, no spaces, no '..')",
         )
     return v
