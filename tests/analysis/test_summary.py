@@ -4,6 +4,7 @@ Store writer API (no training)."""
 from __future__ import annotations
 
 import math
+import shlex
 
 import numpy as np
 import pytest
@@ -108,3 +109,29 @@ def test_per_language_scores_follow_the_store_rule(tmp_path):
     assert row(format_summary(store), "MONO") == ["50.00", "90.00", "70.00"]
     with pytest.raises(StoreError, match="in the same order"):
         put(store, "mono", "per-language", LANGS[::-1], [[0.5, nan], [nan, 0.9]], seed=1)
+
+
+def test_run_message_says_what_ran_the_summary_and_the_next_command(tmp_path):
+    """What `hpc-forget run` prints after a run, from the engine's StudyRun (no training)."""
+    from hpc_forget.analysis.summary import run_message
+    from hpc_forget.run.engine import StudyRun
+    from hpc_forget.study.config import load_config
+    from hpc_forget.study.planning import plan
+
+    cfg = load_config("demo", overrides={"store": str(tmp_path / "my store")})
+    tasks = plan(cfg)
+    ran = {t.task_id: 0 for t in tasks}
+    ran[tasks[0].task_id] = 1
+    Store(cfg.store).check_writable()  # an empty store, as after a run that wrote nothing
+    text = run_message(StudyRun(cfg=cfg, tasks=tasks, ran=ran, seconds=12.34))
+    head, *_ = text.splitlines()
+    assert head == (
+        f"demo: {len(tasks)} tasks, 1 step(s) trained in 12.3 s"
+        " (steps already in the store were skipped)"
+    )
+    store = Store(cfg.store)
+    assert format_summary(store, {t.run_id for t in tasks}) in text
+    assert text.endswith(
+        f"store: {cfg.store}\nnext: hpc-forget analyze {shlex.quote(cfg.store)} --out"
+        f" {shlex.quote(str(tmp_path / 'report'))}   (metrics, tables, figures and report.html)"
+    )
