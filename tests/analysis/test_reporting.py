@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpc_forget.analysis import reporting as Rp
+from hpc_forget.analysis import entry, figures, load, reduce, tables
+from hpc_forget.errors import AnalysisError
 from hpc_forget.study.planning import RunKey
 
 nan = float("nan")
@@ -35,21 +36,23 @@ def key(method: str, rank: int = 0, order: str = "", seed: int = 0) -> RunKey:
     return RunKey(method=method, model="xlm-roberta-base", rank=rank, order=order, seed=seed)
 
 
-def seq_run(R, order, o, method="vanilla", rank=0) -> Rp.RunData:
+def seq_run(R, order, o, method="vanilla", rank=0) -> load.RunData:
     k = key(method, rank, o)
-    return Rp.RunData(k.run_id, k.as_dict(), "sequential", LANGS, order, to_store_columns(R, order))
+    return load.RunData(
+        k.run_id, k.as_dict(), "sequential", LANGS, order, to_store_columns(R, order)
+    )
 
 
-def small_runs() -> list[Rp.RunData]:
+def small_runs() -> list[load.RunData]:
     runs = [seq_run(R1, ORDER1, "1"), seq_run(R2, ORDER2, "2")]
     k = key("multi")
     runs.append(
-        Rp.RunData(k.run_id, k.as_dict(), "joint", LANGS, ["all"], np.array([[0.8, 0.7, 0.75]]))
+        load.RunData(k.run_id, k.as_dict(), "joint", LANGS, ["all"], np.array([[0.8, 0.7, 0.75]]))
     )
     k = key("mono")
     mono = np.full((3, 3), nan)
     np.fill_diagonal(mono, [0.78, 0.6, 0.72])
-    runs.append(Rp.RunData(k.run_id, k.as_dict(), "per-language", LANGS, LANGS, mono))
+    runs.append(load.RunData(k.run_id, k.as_dict(), "per-language", LANGS, LANGS, mono))
     inc = seq_run(R1, ORDER1, "1", "shared_lora", 8)  # last step not written yet
     inc.matrix[2, :] = nan
     inc.missing = [(2, lang) for lang in LANGS]
@@ -59,7 +62,7 @@ def small_runs() -> list[Rp.RunData]:
 
 @pytest.fixture(scope="module")
 def metrics() -> dict:
-    return Rp.compute_metrics(Rp.StoreData("mem", small_runs()), bootstrap=200, seed=0)
+    return reduce.compute_metrics(load.StoreData("mem", small_runs()), bootstrap=200, seed=0)
 
 
 def group(metrics, method, rank=0):
@@ -73,9 +76,13 @@ def group(metrics, method, rank=0):
 
 def test_language_scores_per_kind():
     runs = small_runs()
-    assert Rp.language_scores(runs[0]) == pytest.approx({"de-DE": 0.5, "af-ZA": 0.7, "am-ET": 0.7})
-    assert Rp.language_scores(runs[2]) == pytest.approx({"af-ZA": 0.8, "am-ET": 0.7, "de-DE": 0.75})
-    assert Rp.language_scores(runs[3]) == pytest.approx(
+    assert reduce.language_scores(runs[0]) == pytest.approx(
+        {"de-DE": 0.5, "af-ZA": 0.7, "am-ET": 0.7}
+    )
+    assert reduce.language_scores(runs[2]) == pytest.approx(
+        {"af-ZA": 0.8, "am-ET": 0.7, "de-DE": 0.75}
+    )
+    assert reduce.language_scores(runs[3]) == pytest.approx(
         {"af-ZA": 0.78, "am-ET": 0.6, "de-DE": 0.72}
     )
 
@@ -149,25 +156,28 @@ def test_groupings(metrics):
 
 
 def test_custom_vitality_and_convention():
-    m = Rp.compute_metrics(
-        Rp.StoreData("mem", small_runs()), vitality="Top=5,Rest=0-4", convention="gem", bootstrap=0
+    m = reduce.compute_metrics(
+        load.StoreData("mem", small_runs()),
+        vitality="Top=5,Rest=0-4",
+        convention="gem",
+        bootstrap=0,
     )
     v = group(m, "vanilla")
     assert set(k for k in v["headline"] if k.startswith("f1_")) == {"f1_Top", "f1_Rest"}
     assert v["headline"]["cbt"]["mean"] == pytest.approx((-0.5 / 3 - 0.1) / 2)
     assert v["headline"]["cbt"]["ci_low"] is None  # bootstrap=0: no CI
-    assert Rp.table1(m).columns[-2:] == ["Top", "Rest"]
-    with pytest.raises(Rp.AnalysisError, match="--vitality"):
-        Rp.compute_metrics(Rp.StoreData("mem", []), vitality="High=4-5")
-    with pytest.raises(Rp.AnalysisError, match="--convention 'x'"):
-        Rp.compute_metrics(Rp.StoreData("mem", []), convention="x")
+    assert tables.table1(m).columns[-2:] == ["Top", "Rest"]
+    with pytest.raises(AnalysisError, match="--vitality"):
+        reduce.compute_metrics(load.StoreData("mem", []), vitality="High=4-5")
+    with pytest.raises(AnalysisError, match="--convention 'x'"):
+        reduce.compute_metrics(load.StoreData("mem", []), convention="x")
 
 
 def test_bootstrap_determinism():
-    data = Rp.StoreData("mem", small_runs())
-    a = Rp.compute_metrics(data, bootstrap=300, seed=5)
-    b = Rp.compute_metrics(data, bootstrap=300, seed=5)
-    c = Rp.compute_metrics(data, bootstrap=300, seed=6)
+    data = load.StoreData("mem", small_runs())
+    a = reduce.compute_metrics(data, bootstrap=300, seed=5)
+    b = reduce.compute_metrics(data, bootstrap=300, seed=5)
+    c = reduce.compute_metrics(data, bootstrap=300, seed=6)
     ha, hb, hc = (group(x, "vanilla")["headline"]["cft"] for x in (a, b, c))
     assert ha == hb
     assert a["groups"] == b["groups"]
@@ -178,7 +188,7 @@ def test_bootstrap_determinism():
 
 
 def test_table1_paper_layout(metrics):
-    t = Rp.table1(metrics)
+    t = tables.table1(metrics)
     assert t.columns == ["Method", "Params (M)", "F1 (%)", "Low", "Mid", "High"]
     labels = [r[0] for r in t.rows]
     assert labels == ["MULTI", "MONO", "VANILLA", "SHARED LoRA", "r = 8"]
@@ -187,36 +197,36 @@ def test_table1_paper_layout(metrics):
     assert vanilla[2] == "66.67 ± 4.71"
     assert vanilla[3] == "65.00 ± 7.07"  # Low: am-ET 0.7 / 0.6
     assert t.rows[4][2] == "-"  # the incomplete run has no final F1
-    md = Rp.table_markdown(t)
+    md = tables.table_markdown(t)
     assert "| VANILLA | - | 66.67 ± 4.71 |" in md
-    tex = Rp.table_latex(t)
+    tex = tables.table_latex(t)
     assert r"66.67 $\pm$ 4.71" in tex and r"\multicolumn{6}{l}{\textsc{SHARED LoRA}}" in tex
     assert r"$r = 8$" in tex and r"F1 (\%)" in tex
 
 
 def test_table2_and_headline(metrics):
-    t = Rp.table2(metrics)
+    t = tables.table2(metrics)
     rows = {r[0]: r for r in t.rows}
     assert rows["VANILLA"][1:] == ["-0.200 ± 0.071", "0.375 ± 0.071"]
     assert rows["r = 8"][1] == "-" and rows["r = 8"][2] == "0.325"
-    h = Rp.headline_table(metrics)
+    h = tables.headline_table(metrics)
     v = [r for r in h.rows if r[0] == group(metrics, "vanilla")["id"] and r[1] == "cbt"][0]
     assert v[2:4] == ["-0.200", "0.071"] and v[4] == "- (2 units)" and v[5] == "2 / 2"
 
 
 def test_attach_params_sources(metrics):
-    data = Rp.StoreData("mem", small_runs())
+    data = load.StoreData("mem", small_runs())
     m = json.loads(json.dumps(metrics))
-    Rp.attach_params(m, data, lambda k, n: 5.36 if k["rank"] == 8 else None)
+    reduce.attach_params(m, data, lambda k, n: 5.36 if k["rank"] == 8 else None)
     assert group(m, "shared_lora", 8)["params_m"] == 5.36
     assert group(m, "vanilla")["params_m"] is None
     # fallback: trainable_params recorded by the engine, summed over per-language models
     for r in data.runs:
         if r.kind == "per-language":
             r.step_meta = {i: {"trainable_params": 2_000_000} for i in range(3)}
-    Rp.attach_params(m, data, lambda k, n: None)
+    reduce.attach_params(m, data, lambda k, n: None)
     assert group(m, "mono")["params_m"] == pytest.approx(6.0)
-    Rp.attach_params(m, data, lambda k, n: 1 / 0)  # a broken source does not stop the analysis
+    reduce.attach_params(m, data, lambda k, n: 1 / 0)  # a broken source does not stop the analysis
     assert group(m, "mono")["params_m"] == pytest.approx(6.0)
 
 
@@ -234,10 +244,10 @@ def test_preset_params_by_arithmetic_match_the_paper():
         ("nonshared_lora", 256): 2228.75,
     }.items():
         key = {"model": "xlm-roberta-base", "method": method, "rank": rank}
-        assert round(Rp.default_params(key, 52), 2) == paper, (method, rank)
+        assert round(reduce.default_params(key, 52), 2) == paper, (method, rank)
     key = {"model": "intfloat/multilingual-e5-base", "method": "shared_lora", "rank": 32}
-    assert Rp.default_params(key, 52) == pytest.approx(5.357568)
-    assert Rp.default_params({"model": "tiny", "method": "multi", "rank": 0}, 3) is None
+    assert reduce.default_params(key, 52) == pytest.approx(5.357568)
+    assert reduce.default_params({"model": "tiny", "method": "multi", "rank": 0}, 3) is None
 
 
 @pytest.mark.slow
@@ -246,7 +256,7 @@ def test_preset_params_agree_with_models():
 
     for row in models.params_table("xlm-roberta-base", 7, (8, 32)):
         key = {"model": "xlm-roberta-base", "method": row.method, "rank": row.rank}
-        assert Rp.default_params(key, 7) == pytest.approx(row.paper / 1e6), row
+        assert reduce.default_params(key, 7) == pytest.approx(row.paper / 1e6), row
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -296,7 +306,7 @@ def store_path(tmp_path_factory) -> Path:
 
 
 def test_load_store_reads_what_was_written(store_path):
-    data = Rp.load_store(store_path)
+    data = load.load_store(store_path)
     assert len(data.runs) == 5 and data.problems == []
     by_method = {(r.key["method"], r.key["rank"], r.key["order"]): r for r in data.runs}
     v1 = by_method[("vanilla", 0, "1")]
@@ -304,14 +314,14 @@ def test_load_store_reads_what_was_written(store_path):
     inc = by_method[("shared_lora", 8, "1")]
     assert inc.missing == [(2, lang) for lang in LANGS]
     assert v1.provenance[0]["git_commit"] == "abc123"
-    with pytest.raises(Rp.AnalysisError, match="no such store"):
-        Rp.load_store(store_path.parent / "nope")
+    with pytest.raises(AnalysisError, match="no such store"):
+        load.load_store(store_path.parent / "nope")
 
 
 @pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_analyze_end_to_end(store_path, tmp_path, workers):
     out = tmp_path / "analysis"
-    m = Rp.analyze(store_path, out, bootstrap=100, params=lambda k, n: 1.5, workers=workers)
+    m = entry.analyze(store_path, out, bootstrap=100, params=lambda k, n: 1.5, workers=workers)
     assert (out / "metrics.json").is_file() and (out / "report.html").is_file()
     for name in (
         "table1",
@@ -344,7 +354,7 @@ def test_analyze_end_to_end(store_path, tmp_path, workers):
     inc = next(r for r in mj["runs"] if r["key"]["method"] == "shared_lora")
     assert set(inc["metrics"]["per_language"].values()) == {None}
     assert all(g["params_m"] == 1.5 for g in mj["groups"])
-    assert Rp.read_metrics(out / "metrics.json")["schema_version"] == Rp.SCHEMA_VERSION
+    assert entry.read_metrics(out / "metrics.json")["schema_version"] == reduce.SCHEMA_VERSION
     table1 = (out / "tables" / "table1.md").read_text()
     assert "| VANILLA | 1.50 | 66.67 ± 4.71 |" in table1
 
@@ -377,7 +387,7 @@ def test_models_follow_the_config_order():
     for model in ("b-model", "a-model"):
         k = RunKey(method="multi", model=model, rank=0, order="", seed=0)
         runs.append(
-            Rp.RunData(
+            load.RunData(
                 k.run_id,
                 k.as_dict(),
                 "joint",
@@ -387,9 +397,9 @@ def test_models_follow_the_config_order():
                 config={"models": ["b-model", "a-model"]},
             )
         )
-    m = Rp.compute_metrics(Rp.StoreData("mem", sorted(runs, key=lambda r: r.run_id)))
+    m = reduce.compute_metrics(load.StoreData("mem", sorted(runs, key=lambda r: r.run_id)))
     assert [g["key"]["model"] for g in m["groups"]] == ["b-model", "a-model"]
-    assert Rp.table1(m).columns[0] == "Model"
+    assert tables.table1(m).columns[0] == "Model"
 
 
 _PARENT_PID = None
@@ -404,7 +414,7 @@ def _dying_figure_job(*args):
     return _REAL_FIGURE_JOB(*args)
 
 
-_REAL_FIGURE_JOB = Rp._figure_job
+_REAL_FIGURE_JOB = figures._figure_job
 
 
 @pytest.mark.slow
@@ -415,10 +425,10 @@ def test_a_dead_figure_worker_falls_back_to_drawing_in_process(tmp_path, monkeyp
     if not sys.platform.startswith("linux"):
         pytest.skip("relies on forked workers")
     monkeypatch.setattr(sys.modules[__name__], "_PARENT_PID", os.getpid())
-    monkeypatch.setattr(Rp, "_figure_job", _dying_figure_job)
-    data = Rp.StoreData("mem", small_runs())
-    m = Rp.compute_metrics(data, bootstrap=0)
-    figs = Rp.write_figures(data, m, tmp_path, workers=2)
+    monkeypatch.setattr(figures, "_figure_job", _dying_figure_job)
+    data = load.StoreData("mem", small_runs())
+    m = reduce.compute_metrics(data, bootstrap=0)
+    figs = figures.write_figures(data, m, tmp_path, workers=2)
     assert {f.name[:4] for f in figs} == {"fig2", "fig3", "fig4", "fig5", "fig6", "fig7"}
 
 
@@ -429,13 +439,13 @@ SETTINGS_A = {"data": {"max_train": 800}, "train": {"lr": 1e-5, "max_epochs_full
 SETTINGS_B = {"data": {"max_train": 400}, "train": {"lr": 1e-5, "max_epochs_full": 5}}
 
 
-def with_settings(run: Rp.RunData, settings: dict, shift: float = 0.0) -> Rp.RunData:
+def with_settings(run: load.RunData, settings: dict, shift: float = 0.0) -> load.RunData:
     from hpc_forget.study.identity import settings_digest
 
     k = dict(run.key)
     k["settings"] = settings_digest(settings)
     rk = RunKey(**k)
-    return Rp.RunData(
+    return load.RunData(
         rk.run_id,
         rk.as_dict(),
         run.kind,
@@ -447,14 +457,14 @@ def with_settings(run: Rp.RunData, settings: dict, shift: float = 0.0) -> Rp.Run
     )
 
 
-def two_settings_runs() -> list[Rp.RunData]:
+def two_settings_runs() -> list[load.RunData]:
     a = [with_settings(r, SETTINGS_A) for r in small_runs()[:3]]
     b = [with_settings(r, SETTINGS_B, -0.1) for r in small_runs()[:2]]  # vanilla only
     return a + b
 
 
 def test_runs_of_different_settings_are_never_averaged():
-    m = Rp.compute_metrics(Rp.StoreData("mem", two_settings_runs()), bootstrap=0)
+    m = reduce.compute_metrics(load.StoreData("mem", two_settings_runs()), bootstrap=0)
     vanilla = [g for g in m["groups"] if g["key"]["method"] == "vanilla"]
     assert len(vanilla) == 2
     by_label = {g["settings_label"]: g for g in vanilla}
@@ -476,9 +486,9 @@ def test_runs_of_different_settings_are_never_averaged():
         "note: the store holds runs of 2 settings, differing in data.max_train, "
         "train.max_epochs_full; each is analysed as its own group"
     )
-    rows = [r[0] for r in Rp.table1(m).rows]
+    rows = [r[0] for r in tables.table1(m).rows]
     assert "VANILLA {data.max_train=400, train.max_epochs_full=5}" in rows
-    assert Rp.compute_metrics(Rp.StoreData("mem", small_runs()))["settings_note"] is None
+    assert reduce.compute_metrics(load.StoreData("mem", small_runs()))["settings_note"] is None
 
 
 def test_sequential_f1_is_the_order_aligned_final_f1():
@@ -486,8 +496,8 @@ def test_sequential_f1_is_the_order_aligned_final_f1():
     # last row over the trained languages only (metrics.final_f1 of the aligned R)
     k = key("vanilla", 0, "x")
     m = np.array([[0.8, nan, 0.1], [0.6, 0.9, 0.2]])  # columns: LANGS (af, am, de)
-    run = Rp.RunData(k.run_id, k.as_dict(), "sequential", LANGS, ["af-ZA", "am-ET"], m)
-    out = Rp.compute_metrics(Rp.StoreData("mem", [run]), bootstrap=0)
+    run = load.RunData(k.run_id, k.as_dict(), "sequential", LANGS, ["af-ZA", "am-ET"], m)
+    out = reduce.compute_metrics(load.StoreData("mem", [run]), bootstrap=0)
     rec = out["runs"][0]["metrics"]
     assert rec["f1"] == pytest.approx(0.75)  # not (0.6 + 0.9 + 0.2) / 3
     assert rec["per_language"]["de-DE"] == pytest.approx(0.2)  # still reported per language
@@ -499,10 +509,12 @@ def test_per_language_cells_follow_the_store_rule():
     k = key("mono")
     m = np.full((3, 3), nan)
     np.fill_diagonal(m, [0.78, 0.6, 0.72])
-    run = Rp.RunData(k.run_id, k.as_dict(), "per-language", LANGS, ORDER1, m)
+    run = load.RunData(k.run_id, k.as_dict(), "per-language", LANGS, ORDER1, m)
     assert run.expected_cells() == [(0, "af-ZA"), (1, "am-ET"), (2, "de-DE")]
-    assert Rp.language_scores(run) == pytest.approx({"af-ZA": 0.78, "am-ET": 0.6, "de-DE": 0.72})
-    rec = Rp.compute_metrics(Rp.StoreData("mem", [run]))["runs"][0]
+    assert reduce.language_scores(run) == pytest.approx(
+        {"af-ZA": 0.78, "am-ET": 0.6, "de-DE": 0.72}
+    )
+    rec = reduce.compute_metrics(load.StoreData("mem", [run]))["runs"][0]
     assert rec["cells_expected"] == 3 and rec["cells_present"] == 3
 
 
@@ -518,15 +530,15 @@ def test_hop_scalars_in_metrics_and_table(metrics):
     assert v["hop_scalars"]["mbt"][2]["mean"] is None  # no window of 3 steps back
     run = next(r for r in metrics["runs"] if r["group"] == v["id"] and r["key"]["order"] == "1")
     assert run["metrics"]["mft_h"][0] == pytest.approx(r1)
-    t = Rp.hop_table(metrics)
+    t = tables.hop_table(metrics)
     first = next(r for r in t.rows if r[0] == v["id"] and r[1] == "0")
     assert first[2] == f"{100 * (r1 + r2) / 2:.2f} ± {100 * np.std([r1, r2], ddof=1):.2f}"
     assert first[3] == "- (2 units)"
     assert metrics["settings"]["hop_p_set"] == "seen" and metrics["settings"]["p_set"] == "common"
-    common = Rp.compute_metrics(Rp.StoreData("mem", small_runs()), hop_p_set="common")
+    common = reduce.compute_metrics(load.StoreData("mem", small_runs()), hop_p_set="common")
     assert group(common, "vanilla")["mbt"]["af-ZA"]["by_hop"][0] == pytest.approx(-0.15)
-    with pytest.raises(Rp.AnalysisError, match="--hop-p-set 'x'"):
-        Rp.compute_metrics(Rp.StoreData("mem", []), hop_p_set="x")
+    with pytest.raises(AnalysisError, match="--hop-p-set 'x'"):
+        reduce.compute_metrics(load.StoreData("mem", []), hop_p_set="x")
 
 
 def test_bootstrap_units_are_orders():
@@ -537,7 +549,7 @@ def test_bootstrap_units_are_orders():
             k = RunKey(method="vanilla", model="xlm-roberta-base", rank=0, order=o, seed=seed)
             order = {"1": ORDER1, "2": ORDER2, "3": ORDER1}[o]
             runs.append(
-                Rp.RunData(
+                load.RunData(
                     k.run_id,
                     k.as_dict(),
                     "sequential",
@@ -546,7 +558,7 @@ def test_bootstrap_units_are_orders():
                     to_store_columns(R + 0.01 * seed, order),
                 )
             )
-    m = Rp.compute_metrics(Rp.StoreData("mem", runs), bootstrap=500)
+    m = reduce.compute_metrics(load.StoreData("mem", runs), bootstrap=500)
     h = group(m, "vanilla")["headline"]["cbt"]
     assert h["n"] == 6 and h["ci_units"] == 3 and h["ci_low"] <= h["mean"] <= h["ci_high"]
     assert m["settings"]["bootstrap"]["min_units"] == 3
@@ -555,10 +567,10 @@ def test_bootstrap_units_are_orders():
 def test_fig7_prints_values_and_fig2_counts_whole_languages(tmp_path, monkeypatch):
     from matplotlib.ticker import MaxNLocator
 
-    data = Rp.StoreData("mem", small_runs()[:1])
-    m = Rp.compute_metrics(data, bootstrap=0)
-    run, R, label = Rp._fig7_runs(data, m)[0]
-    hm = Rp._Heatmap(
+    data = load.StoreData("mem", small_runs()[:1])
+    m = reduce.compute_metrics(data, bootstrap=0)
+    run, R, label = figures._fig7_runs(data, m)[0]
+    hm = figures._Heatmap(
         (3, 3),
         (4, 4),
         xlabel="x",
@@ -570,17 +582,17 @@ def test_fig7_prints_values_and_fig2_counts_whole_languages(tmp_path, monkeypatc
     assert sorted(t.get_text() for t in hm.texts) == sorted(f"{v * 100:.0f}" for v in R.flat)
     hm.draw(R * 100, run.steps, run.steps, label, 0, 100)  # the next panel: no stale values
     assert hm.texts == [] and not hm.ax.texts
-    figs = Rp.fig7(data, m, tmp_path, pdf=False)
-    assert figs and Rp.FIG7_ANNOTATE_MAX_T == 16
+    figs = figures.fig7(data, m, tmp_path, pdf=False)
+    assert figs and figures.FIG7_ANNOTATE_MAX_T == 16
     saved = {}
-    real_save = Rp._save
+    real_save = figures._save
 
     def spy(fig, *a, **k):
         saved["locator"] = fig.axes[0].xaxis.get_major_locator()
         return real_save(fig, *a, **k)
 
-    monkeypatch.setattr(Rp, "_save", spy)
-    assert Rp.fig2(m, tmp_path)[0].png.is_file()
+    monkeypatch.setattr(figures, "_save", spy)
+    assert figures.fig2(m, tmp_path)[0].png.is_file()
     assert isinstance(saved["locator"], MaxNLocator)
 
 
