@@ -9,14 +9,17 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hpc_forget.analysis import metrics as M
-from hpc_forget.analysis.load import RunData, StoreData
+from hpc_forget.analysis.load import StoreData
 from hpc_forget.analysis.reduce import _f, _slug
 from hpc_forget.study import languages as L
+
+if TYPE_CHECKING:
+    from hpc_forget.store.store import RunRecord
 
 FIG7_PNG_LIMIT = 8
 FIG7_ANNOTATE_MAX_T = 16
@@ -363,7 +366,7 @@ def fig5_6(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
 
 def _fig7_runs(
     data: StoreData, metrics: Mapping[str, Any]
-) -> list[tuple[RunData, np.ndarray, str]]:
+) -> list[tuple[RunRecord, np.ndarray, str]]:
     group_of = {r["run_id"]: r["group"] for r in metrics["runs"]}
     gorder = {g["id"]: i for i, g in enumerate(metrics["groups"])}
     labels = {g["id"]: f"{g['label']} ({g['key']['model']})" for g in metrics["groups"]}
@@ -378,7 +381,7 @@ def _fig7_runs(
     out = []
     for run in seq:
         try:
-            R = M.order_aligned(run.matrix, run.languages, run.steps)
+            R = M.order_aligned(run.R, run.languages, run.steps)
         except M.MetricsError:
             continue
         label = (
@@ -405,7 +408,7 @@ def fig7(
         return out
     maps: dict[int, _Heatmap] = {}
 
-    def draw(run: RunData, R: np.ndarray, label: str):
+    def draw(run: RunRecord, R: np.ndarray, label: str):
         T = len(R)
         if T not in maps:
             side = max(4.0, 0.11 * T + 1.8)

@@ -1,6 +1,6 @@
 """Reduce runs to the metrics dict written as metrics.json (pure: no files, no store).
 
-:func:`compute_metrics` — RunData -> per-run metrics, per-group mean/std/bootstrap CI,
+:func:`compute_metrics` — the store's RunRecords -> per-run metrics, per-group mean/std/bootstrap CI,
 per-language MFT/MBT, groupings; :func:`attach_params` fills Table 1's Params column. Also the
 small helpers the tables and figures share (grouping, labels, NaN-tolerant means).
 See docs/metrics.md (formulas).
@@ -13,15 +13,18 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hpc_forget.analysis import metrics as M
-from hpc_forget.analysis.load import RunData, StoreData
+from hpc_forget.analysis.load import StoreData
 from hpc_forget.errors import AnalysisError
 from hpc_forget.study import languages as L
 from hpc_forget.study.methods import DISPLAY_NAME, METHOD_KIND
+
+if TYPE_CHECKING:
+    from hpc_forget.store.store import RunRecord
 
 SCHEMA_VERSION = 1
 METHOD_ORDER: tuple[str, ...] = ("multi", "mono", "vanilla", "shared_lora", "nonshared_lora")
@@ -112,7 +115,7 @@ def _group_sort_key(gk: tuple, model_rank: Mapping[str, int], settings_label: st
     return (*cell, settings_label, digest)
 
 
-def settings_groups(runs: Sequence[RunData]) -> dict[tuple, dict[str, Any]]:
+def settings_groups(runs: Sequence[RunRecord]) -> dict[tuple, dict[str, Any]]:
     """For every group key: its settings dict and a label naming only the settings keys in
     which it differs from the other groups of the same grid cell ("" when the store holds
     one settings for that cell; :func:`hpc_forget.study.identity.settings_labels`)."""
@@ -132,7 +135,7 @@ def settings_groups(runs: Sequence[RunData]) -> dict[tuple, dict[str, Any]]:
     return out
 
 
-def settings_note(runs: Sequence[RunData]) -> str | None:
+def settings_note(runs: Sequence[RunRecord]) -> str | None:
     """One line when some grid cell of the store holds runs of more than one settings."""
     from hpc_forget.study.identity import differing_keys
 
@@ -151,11 +154,11 @@ def settings_note(runs: Sequence[RunData]) -> str | None:
     )
 
 
-def language_scores(run: RunData) -> dict[str, float]:
+def language_scores(run: RunRecord) -> dict[str, float]:
     """Final test F1 per evaluated language: the last row (sequential), else the run's
     expected cells (joint: step 0; per-language: the cells of
-    :meth:`RunData.expected_cells`, the store's rule). NaN where the cell is absent."""
-    m = run.matrix
+    :meth:`~hpc_forget.store.store.RunRecord.expected_cells`, the store's rule). NaN where the cell is absent."""
+    m = run.R
     col = {lang: j for j, lang in enumerate(run.languages)}
     out = {lang: float("nan") for lang in run.languages}
     if m.size == 0:
@@ -169,7 +172,7 @@ def language_scores(run: RunData) -> dict[str, float]:
     return out
 
 
-def _trainable_from_meta(run: RunData) -> float | None:
+def _trainable_from_meta(run: RunRecord) -> float | None:
     """Trainable parameters (millions) the engine recorded: ``meta["trainable_params"]``
     (an int, the step model's count) of each step; None when no step has it."""
     vals = [
@@ -250,7 +253,7 @@ class _RunResult:
 
 
 def _run_metrics(
-    run: RunData,
+    run: RunRecord,
     *,
     convention: str,
     vit: Mapping[str, tuple[int, ...]],
@@ -260,11 +263,10 @@ def _run_metrics(
     problems: list[str],
 ) -> _RunResult:
     scores = language_scores(run)
-    present = int(np.count_nonzero(~np.isnan(run.matrix))) if run.matrix.size else 0
+    missing = run.missing()
+    present = int(np.count_nonzero(~np.isnan(run.R))) if run.R.size else 0
     done_rows = (
-        [i for i in range(run.matrix.shape[0]) if np.any(~np.isnan(run.matrix[i]))]
-        if run.matrix.size
-        else []
+        [i for i in range(run.R.shape[0]) if np.any(~np.isnan(run.R[i]))] if run.R.size else []
     )
     by_vit = L.group_locales(scores, "vitality", vit)
     record: dict[str, Any] = {
@@ -276,8 +278,8 @@ def _run_metrics(
         "steps": list(run.steps),
         "cells_expected": len(run.expected_cells()),
         "cells_present": present,
-        "missing": [[s, lang] for s, lang in run.missing],
-        "complete": not run.missing,
+        "missing": [[s, lang] for s, lang in missing],
+        "complete": not missing,
         "last_step_with_scores": max(done_rows) if done_rows else None,
         "metrics": {
             "f1": _mean(scores.values()),
@@ -289,7 +291,7 @@ def _run_metrics(
     if run.kind != "sequential":
         return res
     try:
-        R = M.order_aligned(run.matrix, run.languages, run.steps)
+        R = M.order_aligned(run.R, run.languages, run.steps)
     except M.MetricsError as exc:
         problems.append(f"{run.run_id}: no sequential metrics ({exc})")
         return res
@@ -322,7 +324,7 @@ def _run_metrics(
     return res
 
 
-def _model_order(runs: Sequence[RunData]) -> dict[str, int]:
+def _model_order(runs: Sequence[RunRecord]) -> dict[str, int]:
     """Models in the order the experiment config lists them (``config["models"]``), then
     the others alphabetically: the store itself lists runs by id."""
     order: list[str] = []

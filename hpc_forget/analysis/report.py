@@ -9,11 +9,14 @@ import html
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpc_forget.analysis.figures import FigureInfo
-from hpc_forget.analysis.load import RunData, StoreData
+from hpc_forget.analysis.load import StoreData
 from hpc_forget.analysis.tables import Table, table_html
+
+if TYPE_CHECKING:
+    from hpc_forget.store.store import RunRecord
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -28,7 +31,7 @@ pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px} details{margi
 """
 
 
-def _provenance_summary(run: RunData) -> dict[str, list[str]]:
+def _provenance_summary(run: RunRecord) -> dict[str, list[str]]:
     vals: dict[str, list[str]] = {}
     for p in run.provenance.values():
         for k, v in p.items():

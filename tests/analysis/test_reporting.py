@@ -13,6 +13,7 @@ import pytest
 
 from hpc_forget.analysis import entry, figures, load, reduce, tables
 from hpc_forget.errors import AnalysisError
+from hpc_forget.store.store import RunRecord
 from hpc_forget.study.planning import RunKey
 
 nan = float("nan")
@@ -32,30 +33,42 @@ def to_store_columns(R: np.ndarray, order: list[str]) -> np.ndarray:
     return m
 
 
+def run_record(run_id, key, kind, languages, steps, R, *, config=None, settings=None) -> RunRecord:
+    """An in-memory run, as the store's reader gives it."""
+    return RunRecord(
+        run_id=run_id,
+        key=key,
+        kind=kind,
+        languages=list(languages),
+        steps=list(steps),
+        labels=[],
+        config=dict(config or {}),
+        settings=dict(settings or {}),
+        R=np.asarray(R, dtype=float),
+    )
+
+
 def key(method: str, rank: int = 0, order: str = "", seed: int = 0) -> RunKey:
     return RunKey(method=method, model="xlm-roberta-base", rank=rank, order=order, seed=seed)
 
 
-def seq_run(R, order, o, method="vanilla", rank=0) -> load.RunData:
+def seq_run(R, order, o, method="vanilla", rank=0) -> RunRecord:
     k = key(method, rank, o)
-    return load.RunData(
-        k.run_id, k.as_dict(), "sequential", LANGS, order, to_store_columns(R, order)
-    )
+    return run_record(k.run_id, k.as_dict(), "sequential", LANGS, order, to_store_columns(R, order))
 
 
-def small_runs() -> list[load.RunData]:
+def small_runs() -> list[RunRecord]:
     runs = [seq_run(R1, ORDER1, "1"), seq_run(R2, ORDER2, "2")]
     k = key("multi")
     runs.append(
-        load.RunData(k.run_id, k.as_dict(), "joint", LANGS, ["all"], np.array([[0.8, 0.7, 0.75]]))
+        run_record(k.run_id, k.as_dict(), "joint", LANGS, ["all"], np.array([[0.8, 0.7, 0.75]]))
     )
     k = key("mono")
     mono = np.full((3, 3), nan)
     np.fill_diagonal(mono, [0.78, 0.6, 0.72])
-    runs.append(load.RunData(k.run_id, k.as_dict(), "per-language", LANGS, LANGS, mono))
+    runs.append(run_record(k.run_id, k.as_dict(), "per-language", LANGS, LANGS, mono))
     inc = seq_run(R1, ORDER1, "1", "shared_lora", 8)  # last step not written yet
-    inc.matrix[2, :] = nan
-    inc.missing = [(2, lang) for lang in LANGS]
+    inc.R[2, :] = nan
     runs.append(inc)
     return runs
 
@@ -278,11 +291,11 @@ def write_store(path: Path) -> list[str]:
             labels=["O", "B-date", "I-date"],
             config={"test": True, "method": run.key["method"]},
         )
-        for i in range(run.matrix.shape[0]):
+        for i in range(run.R.shape[0]):
             scores = {
-                lang: float(run.matrix[i, j])
+                lang: float(run.R[i, j])
                 for j, lang in enumerate(run.languages)
-                if not math.isnan(run.matrix[i, j])
+                if not math.isnan(run.R[i, j])
             }
             if scores:
                 store.put_step(
@@ -310,9 +323,9 @@ def test_load_store_reads_what_was_written(store_path):
     assert len(data.runs) == 5 and data.problems == []
     by_method = {(r.key["method"], r.key["rank"], r.key["order"]): r for r in data.runs}
     v1 = by_method[("vanilla", 0, "1")]
-    np.testing.assert_allclose(v1.matrix, to_store_columns(R1, ORDER1))
+    np.testing.assert_allclose(v1.R, to_store_columns(R1, ORDER1))
     inc = by_method[("shared_lora", 8, "1")]
-    assert inc.missing == [(2, lang) for lang in LANGS]
+    assert inc.missing() == [(2, lang) for lang in LANGS]
     assert v1.provenance[0]["git_commit"] == "abc123"
     with pytest.raises(AnalysisError, match="no such store"):
         load.load_store(store_path.parent / "nope")
@@ -387,7 +400,7 @@ def test_models_follow_the_config_order():
     for model in ("b-model", "a-model"):
         k = RunKey(method="multi", model=model, rank=0, order="", seed=0)
         runs.append(
-            load.RunData(
+            run_record(
                 k.run_id,
                 k.as_dict(),
                 "joint",
@@ -439,25 +452,24 @@ SETTINGS_A = {"data": {"max_train": 800}, "train": {"lr": 1e-5, "max_epochs_full
 SETTINGS_B = {"data": {"max_train": 400}, "train": {"lr": 1e-5, "max_epochs_full": 5}}
 
 
-def with_settings(run: load.RunData, settings: dict, shift: float = 0.0) -> load.RunData:
+def with_settings(run: RunRecord, settings: dict, shift: float = 0.0) -> RunRecord:
     from hpc_forget.study.identity import settings_digest
 
     k = dict(run.key)
     k["settings"] = settings_digest(settings)
     rk = RunKey(**k)
-    return load.RunData(
+    return run_record(
         rk.run_id,
         rk.as_dict(),
         run.kind,
         run.languages,
         run.steps,
-        run.matrix + shift,
-        list(run.missing),
+        run.R + shift,
         settings=settings,
     )
 
 
-def two_settings_runs() -> list[load.RunData]:
+def two_settings_runs() -> list[RunRecord]:
     a = [with_settings(r, SETTINGS_A) for r in small_runs()[:3]]
     b = [with_settings(r, SETTINGS_B, -0.1) for r in small_runs()[:2]]  # vanilla only
     return a + b
@@ -496,7 +508,7 @@ def test_sequential_f1_is_the_order_aligned_final_f1():
     # last row over the trained languages only (metrics.final_f1 of the aligned R)
     k = key("vanilla", 0, "x")
     m = np.array([[0.8, nan, 0.1], [0.6, 0.9, 0.2]])  # columns: LANGS (af, am, de)
-    run = load.RunData(k.run_id, k.as_dict(), "sequential", LANGS, ["af-ZA", "am-ET"], m)
+    run = run_record(k.run_id, k.as_dict(), "sequential", LANGS, ["af-ZA", "am-ET"], m)
     out = reduce.compute_metrics(load.StoreData("mem", [run]), bootstrap=0)
     rec = out["runs"][0]["metrics"]
     assert rec["f1"] == pytest.approx(0.75)  # not (0.6 + 0.9 + 0.2) / 3
@@ -509,7 +521,7 @@ def test_per_language_cells_follow_the_store_rule():
     k = key("mono")
     m = np.full((3, 3), nan)
     np.fill_diagonal(m, [0.78, 0.6, 0.72])
-    run = load.RunData(k.run_id, k.as_dict(), "per-language", LANGS, ORDER1, m)
+    run = run_record(k.run_id, k.as_dict(), "per-language", LANGS, ORDER1, m)
     assert run.expected_cells() == [(0, "af-ZA"), (1, "am-ET"), (2, "de-DE")]
     assert reduce.language_scores(run) == pytest.approx(
         {"af-ZA": 0.78, "am-ET": 0.6, "de-DE": 0.72}
@@ -549,7 +561,7 @@ def test_bootstrap_units_are_orders():
             k = RunKey(method="vanilla", model="xlm-roberta-base", rank=0, order=o, seed=seed)
             order = {"1": ORDER1, "2": ORDER2, "3": ORDER1}[o]
             runs.append(
-                load.RunData(
+                run_record(
                     k.run_id,
                     k.as_dict(),
                     "sequential",
@@ -629,10 +641,10 @@ def test_analyze_cli_imports_no_torch_and_says_what_it_did(tmp_path):
             config={},
             settings=run.settings,
         )
-        for i in range(run.matrix.shape[0]):
+        for i in range(run.R.shape[0]):
             scores = {
                 lang: float(v)
-                for lang, v in zip(run.languages, run.matrix[i], strict=True)
+                for lang, v in zip(run.languages, run.R[i], strict=True)
                 if not np.isnan(v)
             }
             store.put_step(run.run_id, i, scores=scores, dev_curve=[], meta={}, provenance={})
