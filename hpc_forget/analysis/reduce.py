@@ -21,13 +21,12 @@ from hpc_forget.analysis import metrics as M
 from hpc_forget.analysis.load import StoreData
 from hpc_forget.errors import AnalysisError
 from hpc_forget.study import languages as L
-from hpc_forget.study.methods import DISPLAY_NAME, METHOD_KIND
+from hpc_forget.study.methods import DISPLAY_NAME, METHOD_KIND, METHOD_NAMES
 
 if TYPE_CHECKING:
     from hpc_forget.store.store import RunRecord
 
 SCHEMA_VERSION = 1
-METHOD_ORDER: tuple[str, ...] = ("multi", "mono", "vanilla", "shared_lora", "nonshared_lora")
 GROUP_FIELDS: tuple[str, ...] = ("method", "model", "rank", "strategy", "data_scale", "settings")
 """What a group of averaged runs shares: the grid cell, and the settings digest of the run key
 (runs of different settings are never averaged together)."""
@@ -110,7 +109,7 @@ def method_label(method: str, rank: int, strategy: str = "none", data_scale: flo
 
 def _group_sort_key(gk: tuple, model_rank: Mapping[str, int], settings_label: str) -> tuple:
     method, model, rank, strategy, scale, digest = gk
-    m = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    m = METHOD_NAMES.index(method) if method in METHOD_NAMES else len(METHOD_NAMES)
     cell = (model_rank.get(model, 0), m, method, strategy != "none", strategy, -scale, rank)
     return (*cell, settings_label, digest)
 
@@ -157,7 +156,9 @@ def settings_note(runs: Sequence[RunRecord]) -> str | None:
 def language_scores(run: RunRecord) -> dict[str, float]:
     """Final test F1 per evaluated language: the last row (sequential), else the run's
     expected cells (joint: step 0; per-language: the cells of
-    :meth:`~hpc_forget.store.store.RunRecord.expected_cells`, the store's rule). NaN where the cell is absent."""
+    :meth:`~hpc_forget.store.store.RunRecord.expected_cells`, the store's rule). NaN where
+    the cell is absent. The one rule for a run's final scores (the summary `hpc-forget run`
+    prints uses it too)."""
     m = run.R
     col = {lang: j for j, lang in enumerate(run.languages)}
     out = {lang: float("nan") for lang in run.languages}
