@@ -12,23 +12,30 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpc_forget.analysis import reporting
+from hpc_forget.analysis.entry import (
+    add_analysis_args,
+    metric_options,
+    metrics_from_store,
+    print_notes,
+    run_script,
+)
+from hpc_forget.analysis.figures import write_figures
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write DIR/figures/ for a results store.")
-    reporting.add_analysis_args(ap, figures=True)
+    add_analysis_args(ap, figures=True)
     args = ap.parse_args(argv)
 
     def run() -> None:
-        data, metrics = reporting.metrics_from_store(args.store, **reporting.metric_options(args))
-        reporting.print_notes(metrics)
-        figs = reporting.write_figures(
+        data, metrics = metrics_from_store(args.store, **metric_options(args))
+        print_notes(metrics)
+        figs = write_figures(
             data, metrics, args.out, fig7_png_limit=args.fig7_png, workers=args.workers
         )
         print(f"wrote {len(figs)} figures under {args.out}/figures")
 
-    return reporting.run_script(run)
+    return run_script(run)
 
 
 if __name__ == "__main__":

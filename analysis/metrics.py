@@ -13,26 +13,33 @@ import argparse
 import sys
 import time
 
-from hpc_forget.analysis import reporting
+from hpc_forget.analysis.entry import (
+    add_analysis_args,
+    metric_options,
+    metrics_from_store,
+    print_notes,
+    run_script,
+    write_metrics,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write DIR/metrics.json for a results store.")
-    reporting.add_analysis_args(ap)
+    add_analysis_args(ap)
     args = ap.parse_args(argv)
 
     def run() -> None:
         t = time.perf_counter()
-        _, metrics = reporting.metrics_from_store(args.store, **reporting.metric_options(args))
-        path = reporting.write_metrics(metrics, args.out)
-        reporting.print_notes(metrics)
+        _, metrics = metrics_from_store(args.store, **metric_options(args))
+        path = write_metrics(metrics, args.out)
+        print_notes(metrics)
         missing = sum(len(v) for v in metrics["missing"].values())
         print(
             f"wrote {path}: {len(metrics['runs'])} runs, {len(metrics['groups'])} groups, "
             f"{missing} missing cells, {time.perf_counter() - t:.1f} s"
         )
 
-    return reporting.run_script(run)
+    return run_script(run)
 
 
 if __name__ == "__main__":

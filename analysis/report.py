@@ -14,27 +14,34 @@ import argparse
 import sys
 import time
 
-from hpc_forget.analysis import reporting
+from hpc_forget.analysis.entry import (
+    add_analysis_args,
+    analyze,
+    done_message,
+    metric_options,
+    print_notes,
+    run_script,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Analyse a results store into DIR.")
-    reporting.add_analysis_args(ap, figures=True)
+    add_analysis_args(ap, figures=True)
     args = ap.parse_args(argv)
 
     def run() -> None:
         t = time.perf_counter()
-        metrics = reporting.analyze(
+        metrics = analyze(
             args.store,
             args.out,
             fig7_png_limit=args.fig7_png,
             workers=args.workers,
-            **reporting.metric_options(args),
+            **metric_options(args),
         )
-        reporting.print_notes(metrics)
-        print(f"{reporting.done_message(args.out, metrics)} ({time.perf_counter() - t:.1f} s)")
+        print_notes(metrics)
+        print(f"{done_message(args.out, metrics)} ({time.perf_counter() - t:.1f} s)")
 
-    return reporting.run_script(run)
+    return run_script(run)
 
 
 if __name__ == "__main__":

@@ -14,24 +14,33 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpc_forget.analysis import reporting
+from hpc_forget.analysis.entry import (
+    add_analysis_args,
+    metric_options,
+    metrics_from_store,
+    print_notes,
+    run_script,
+    write_metrics,
+)
+from hpc_forget.analysis.reduce import attach_params
+from hpc_forget.analysis.tables import write_tables
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write DIR/tables/ for a results store.")
-    reporting.add_analysis_args(ap)
+    add_analysis_args(ap)
     ap.add_argument("--no-params", action="store_true", help="do not count trainable parameters")
     args = ap.parse_args(argv)
 
     def run() -> None:
-        data, metrics = reporting.metrics_from_store(args.store, **reporting.metric_options(args))
-        reporting.attach_params(metrics, data, (lambda key, n: None) if args.no_params else None)
-        reporting.print_notes(metrics)
-        reporting.write_metrics(metrics, args.out)
-        tables = reporting.write_tables(metrics, args.out)
+        data, metrics = metrics_from_store(args.store, **metric_options(args))
+        attach_params(metrics, data, (lambda key, n: None) if args.no_params else None)
+        print_notes(metrics)
+        write_metrics(metrics, args.out)
+        tables = write_tables(metrics, args.out)
         print(f"wrote {len(tables)} tables (csv, md, tex) under {args.out}/tables")
 
-    return reporting.run_script(run)
+    return run_script(run)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hpc_forget.analysis import reporting
+from hpc_forget.analysis.entry import analyze
+from hpc_forget.analysis.load import load_store
 from hpc_forget.analysis.options import WORKERS, add_argparse
+from hpc_forget.analysis.reduce import compute_metrics
 from hpc_forget.data.labels import LABELS
 from hpc_forget.store.store import Store
 from hpc_forget.study import languages as L
@@ -201,15 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cores} cores, load average {load:.1f} at start")
         c0 = os.times()
         t = time.perf_counter()
-        data = reporting.load_store(target)
+        data = load_store(target)
         t_load = time.perf_counter() - t
-        metrics = reporting.compute_metrics(data)
+        metrics = compute_metrics(data)
         t_metrics = time.perf_counter() - t
         c1 = os.times()
         print(f"runs: {len(data.runs)}, groups: {len(metrics['groups'])}")
 
         t = time.perf_counter()
-        reporting.analyze(target, out, workers=args.workers)
+        analyze(target, out, workers=args.workers)
         t_full = time.perf_counter() - t
         c2 = os.times()
         n_fig = len(list((out / "figures").iterdir()))

@@ -228,7 +228,7 @@ def store_selftest(
 @functools.partial(analysis_options.click_options, options=(analysis_options.WORKERS,))
 def analyze_cmd(store: str, out: str, workers: int | None, **options: Any) -> None:
     """Reduce STORE into metrics.json, tables/, figures/ and report.html under --out."""
-    from hpc_forget.analysis.reporting import analysis_notes, analyze, done_message
+    from hpc_forget.analysis.entry import analysis_notes, analyze, done_message
 
     result = analyze(store, out, workers=workers, **analysis_options.option_values(options))
     for line in analysis_notes(result):

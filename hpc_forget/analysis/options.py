@@ -1,5 +1,5 @@
 """The analysis options, defined once: `hpc-forget analyze` (Click) and the analysis/ scripts
-(argparse) are both built from :data:`OPTIONS`, and :func:`hpc_forget.analysis.reporting.analyze` takes
+(argparse) are both built from :data:`OPTIONS`, and :func:`hpc_forget.analysis.entry.analyze` takes
 the same names as keyword arguments.
 
 Plain data and two small builders; imports nothing heavy (the CLI imports it at start-up).

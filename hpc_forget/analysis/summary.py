@@ -12,8 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from hpc_forget.analysis.reduce import language_scores
 from hpc_forget.study.identity import grid_key, settings_labels
 from hpc_forget.study.methods import DISPLAY_NAME
 
@@ -41,7 +40,7 @@ def _settings_labels(records: Sequence[Any]) -> dict[str, str]:
     cells: dict[str, dict[str, dict]] = {}
     for r in records:
         cells.setdefault(grid_key(r.key), {}).setdefault(
-            str(r.key.get("settings", "")), dict(getattr(r, "settings", None) or {})
+            str(r.key.get("settings", "")), dict(r.settings)
         )
     labels: dict[str, str] = {}
     for cell, by_digest in cells.items():
@@ -53,22 +52,6 @@ def _settings_labels(records: Sequence[Any]) -> dict[str, str]:
     return {
         r.run_id: labels.get(f"{grid_key(r.key)}|{r.key.get('settings', '')}", "") for r in records
     }
-
-
-def final_scores(record: Any, matrix: np.ndarray) -> np.ndarray:
-    """Per-language test F1 a run ends with, in ``record.languages`` order (NaN where absent).
-
-    sequential: the last row of R; otherwise the run's expected cells
-    (``RunRecord.expected_cells``, the store's rule: joint step 0, per-language step i's own
-    language).
-    """
-    if record.kind == "sequential":
-        return matrix[-1].copy()
-    col = {lang: j for j, lang in enumerate(record.languages)}
-    out = np.full(len(record.languages), np.nan)
-    for i, lang in record.expected_cells():
-        out[col[lang]] = matrix[i, col[lang]]
-    return out
 
 
 def format_summary(store: object, run_ids: Iterable[str] | None = None) -> str:
@@ -92,12 +75,8 @@ def format_summary(store: object, run_ids: Iterable[str] | None = None) -> str:
     width = max(len(_label(r.key, slabel[r.run_id])) for r in records)
     lines = ["Test slot F1 (%) per language; '-' = not computed yet", ""]
     lines.append(f"{'run':<{width}}  " + " ".join(f"{x:>6}" for x in langs) + "    avg")
-    matrices = {}
     for r in records:
-        m = store.matrix(r.run_id)
-        matrices[r.run_id] = m
-        row = final_scores(r, m)
-        cells = {loc: row[i] for i, loc in enumerate(r.languages)}
+        cells = language_scores(r)
         vals = [cells.get(x, math.nan) for x in langs]
         present = [v for v in vals if not math.isnan(v)]
         avg = sum(present) / len(present) if len(present) == len(vals) else math.nan
@@ -109,7 +88,7 @@ def format_summary(store: object, run_ids: Iterable[str] | None = None) -> str:
     for r in records:
         if r.kind != "sequential":
             continue
-        m = matrices[r.run_id]
+        m = r.R
         lines += [
             "",
             f"R matrix of {_label(r.key, slabel[r.run_id])}: row i = after training step i, column = test language",
@@ -117,7 +96,7 @@ def format_summary(store: object, run_ids: Iterable[str] | None = None) -> str:
         lines.append(f"{'step':<14}" + " ".join(f"{x:>6}" for x in r.languages))
         for i, trained in enumerate(r.steps):
             lines.append(f"{i + 1:>2} {trained:<11}" + " ".join(_pct(v) for v in m[i]))
-    missing = sum(len(store.missing(r.run_id)) for r in records)
+    missing = sum(len(r.missing()) for r in records)
     lines += ["", f"{len(records)} runs; {missing} expected cells missing"]
     return "\n".join(lines)
 
