@@ -121,6 +121,11 @@ def _not_offline_message(name: str, reason: str) -> str:
     )
 
 
+def _why(exc: BaseException) -> str:
+    """The first line of a loading failure, uncut, without its final full stop."""
+    return first_line(exc, None).rstrip(".")
+
+
 def _resolve_source(
     spec: str, *, cache_dir: str | os.PathLike | None, revision: str | None
 ) -> tuple[str, bool, str | None]:
@@ -162,11 +167,11 @@ def _load_failed(spec: str, source: str, is_local: bool, exc: BaseException) -> 
     name = hub_id(spec)
     if is_local:
         return ModelError(
-            f"cannot load model folder '{source}' ({first_line(exc, None).rstrip('.')}): point at a folder "
+            f"cannot load model folder '{source}' ({_why(exc)}): point at a folder "
             "written by save_pretrained (config.json, weights, tokenizer files)"
         )
     return ModelError(
-        f"cannot load model '{name}' from the Hugging Face Hub ({first_line(exc, None).rstrip('.')}): check the "
+        f"cannot load model '{name}' from the Hugging Face Hub ({_why(exc)}): check the "
         "id and revision; on nodes without internet set HF_HUB_OFFLINE=1 and fetch it once on "
         f"a login node with `hpc-forget prefetch CONFIG --cache DIR` (or `huggingface-cli "
         f"download {name}`)"
@@ -236,7 +241,7 @@ def _torch_bin_problem(path: Path) -> str | None:
             with zipfile.ZipFile(path) as zf:
                 zf.namelist()
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            return f"is damaged ({first_line(exc, None).rstrip('.')})"
+            return f"is damaged ({_why(exc)})"
         return None
     with path.open("rb") as fh:
         start = fh.read(2)
@@ -276,7 +281,7 @@ def folder_problem(folder: str | os.PathLike, names: Iterable[str] | None = None
                 try:
                     json.loads(data)
                 except ValueError as exc:
-                    return f"{name} is not valid JSON ({first_line(exc, None).rstrip('.')}: truncated or damaged)"
+                    return f"{name} is not valid JSON ({_why(exc)}: truncated or damaged)"
             elif is_weights and _is_lfs_pointer(p):
                 return (
                     f"weights file {name} is a Git LFS pointer, not the weights (the folder was"
@@ -526,7 +531,7 @@ def prefetch_model(
         )
     except Exception as exc:  # noqa: BLE001 - any hub failure becomes one line
         raise ModelError(
-            f"cannot prefetch model '{name}' ({first_line(exc, None).rstrip('.')}): check the id and revision, "
+            f"cannot prefetch model '{name}' ({_why(exc)}): check the id and revision, "
             "and run the prefetch on a node with internet (a login node)"
         ) from None
 
