@@ -239,14 +239,11 @@ def analyze_cmd(store: str, out: str, workers: int | None, **options: Any) -> No
 # ---------------------------------------------------------------------------- cluster
 
 
-def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for v in values:
-        k, sep, val = v.partition("=")
-        if not sep or not k.strip():
-            raise click.UsageError(f"{option} {v!r}: use KEY=VALUE")
-        out[k.strip()] = val.strip()
-    return out
+def _pairs(values: tuple[str, ...], option: str, example: str) -> dict[str, str]:
+    from hpc_forget.errors import split_pair
+
+    pairs = (split_pair(v, option, click.UsageError, example) for v in values)
+    return {k: val.strip() for k, val in pairs}
 
 
 def _load_for_cluster(config: str, sets: tuple[str, ...], cache: str | None) -> Any:
@@ -304,8 +301,8 @@ def prefetch_cmd(
     record = prefetch(
         cfg,
         cfg.cache_dir,
-        sources=_pairs(sources, "--source"),
-        revisions=_pairs(revisions, "--revision"),
+        sources=_pairs(sources, "--source", "massive=URL or MODEL=folder"),
+        revisions=_pairs(revisions, "--revision", "MODEL=SHA"),
         update=update,
     )
     click.echo(record.summary())

@@ -81,3 +81,25 @@ class PrefetchError(UserError):
 
 class WorkerError(UserError):
     """A manifest or array index the worker cannot use."""
+
+
+def split_pair(
+    text: str, option: str, error: type[Exception] = UserError, example: str = "KEY=VALUE"
+) -> tuple[str, str]:
+    """``"key=value"`` -> ``("key", "value")``: the one reader of every KEY=VALUE option
+    (``--set``, ``--slurm``, ``--source``, ``--revision``, a vitality spec's groups).
+
+    The key is stripped, the value is not (the caller types it). A missing ``=`` or an empty
+    key raises ``error`` with one line naming ``option`` and showing ``example``.
+    """
+    key, sep, value = text.partition("=")
+    shown = repr(shorten(text, 120))
+    if not sep:
+        raise error(one_line(f"{option} {shown}: use KEY=VALUE, e.g. {example}"))
+    if not key.strip():
+        raise error(
+            one_line(
+                f"{option} {shown}: the key before '=' is empty; use KEY=VALUE, e.g. {example}"
+            )
+        )
+    return key.strip(), value

@@ -132,7 +132,10 @@ def test_the_subprocess_runs_this_checkout(tmp_path):
         (("params", "--languages", "x"), "error: Invalid value for '--languages': 'x' is not"),
         (("params", "--languages", "0"), "error: Invalid value for '--languages': 0 is not"),
         (("prefetch", "demo", "--source", "x"), "error: --source 'x': use KEY=VALUE"),
-        (("config", "check", "demo", "--set", "=5"), "error: --set =5: empty key name"),
+        (
+            ("config", "check", "demo", "--set", "=5"),
+            "error: --set '=5': the key before '=' is empty",
+        ),
         (("config", "check", "demo", "--set", "a..b=1"), "error: --set a..b=1: empty key name"),
         (
             ("config", "check", "demo", "--set", "train.batch_size.x=5"),

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from hpc_forget.cluster.containers import check_text, shorten
-from hpc_forget.errors import SlurmError
+from hpc_forget.errors import SlurmError, split_pair
 from hpc_forget.study.config import load_yaml_unique
 
 PROFILE_ENV = "HPC_FORGET_PROFILES"
@@ -283,18 +283,9 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
     """``--slurm key=value`` strings (values stay strings; the profile types them)."""
     out: dict[str, str] = {}
     for p in pairs:
-        if "=" not in p:
-            raise SlurmError(
-                f"--slurm: {shorten(p)}: use KEY=VALUE, e.g. time=2:00:00 or partition=gpu"
-            )
-        k, v = p.split("=", 1)
+        k, v = split_pair(p, "--slurm", SlurmError, "time=2:00:00 or partition=gpu")
         check_text(k, "--slurm", SlurmError)
-        k = k.strip().replace("-", "_")
-        if not k:
-            raise SlurmError(
-                f"--slurm: {shorten(p)}: the key before '=' is empty; use KEY=VALUE, e.g."
-                " time=2:00:00"
-            )
+        k = k.replace("-", "_")
         if k not in PROFILE_KEYS:
             raise SlurmError(
                 f"--slurm: {k}: unknown profile key; allowed: {', '.join(PROFILE_KEYS)}"

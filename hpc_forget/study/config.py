@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from hpc_forget.errors import ConfigError, OrderError, one_line
+from hpc_forget.errors import ConfigError, OrderError, one_line, split_pair
 from hpc_forget.study.methods import FULL_ONLY_METHODS, LORA_METHODS, METHOD_NAMES
 from hpc_forget.study.orders import PAPER_ORDERS, OrderSpec, resolve_order
 
@@ -160,15 +160,9 @@ def parse_sets(pairs: Iterable[str], *, command: str = "hpc-forget") -> dict[str
     """
     out: dict[str, Any] = {}
     for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep:
-            raise ConfigError(
-                one_line(
-                    f"--set {pair!r}: use KEY=VALUE, e.g. train.batch_size=64 "
-                    f"(see {command} --help)"
-                )
-            )
+        key, text = split_pair(
+            pair, "--set", ConfigError, f"train.batch_size=64 (see {command} --help)"
+        )
         if _has_control(pair):  # before YAML, which would fold a newline into a space
             raise ConfigError(
                 one_line(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from hpc_forget.errors import LanguageError
+from hpc_forget.errors import LanguageError, split_pair
 
 
 @dataclass(frozen=True)
@@ -168,9 +168,8 @@ def parse_vitality(spec: str) -> dict[str, tuple[int, ...]]:
     groups: dict[str, list[int]] = {}
     try:
         for part in spec.split(","):
-            name, _, classes = part.partition("=")
-            name = name.strip()
-            if not name or not classes.strip():
+            name, classes = split_pair(part, "vitality", ValueError)
+            if not classes.strip():
                 raise ValueError(part)
             items: list[int] = []
             for item in classes.split("+"):

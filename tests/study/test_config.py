@@ -281,7 +281,7 @@ def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
     ("pair", "needle"),
     [
         ("x", "--set 'x': use KEY=VALUE, e.g. train.batch_size=64 (see hpc-forget --help)"),
-        ("=5", "--set =5: empty key name"),
+        ("=5", "--set '=5': the key before '=' is empty"),
         ("a..b=1", "--set a..b=1: empty key name"),
         (".x=1", "--set .x=1: empty key name"),
         ("x.=1", "--set x.=1: empty key name"),
