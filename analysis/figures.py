@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def run() -> None:
-        data, metrics = metrics_from_store(args.store, **metric_options(args))
+        data, metrics = metrics_from_store(args.store, metric_options(args))
         print_notes(metrics)
         figs = write_figures(
             data, metrics, args.out, fig7_png_limit=args.fig7_png, workers=args.workers

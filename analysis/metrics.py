@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         t = time.perf_counter()
-        _, metrics = metrics_from_store(args.store, **metric_options(args))
+        _, metrics = metrics_from_store(args.store, metric_options(args))
         path = write_metrics(metrics, args.out)
         print_notes(metrics)
         missing = sum(len(v) for v in metrics["missing"].values())

@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics = analyze(
             args.store,
             args.out,
+            metric_options(args),
             fig7_png_limit=args.fig7_png,
             workers=args.workers,
-            **metric_options(args),
         )
         print_notes(metrics)
         print(f"{done_message(args.out, metrics)} ({time.perf_counter() - t:.1f} s)")

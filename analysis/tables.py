@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def run() -> None:
-        data, metrics = metrics_from_store(args.store, **metric_options(args))
+        data, metrics = metrics_from_store(args.store, metric_options(args))
         attach_params(metrics, data, (lambda key, n: None) if args.no_params else None)
         print_notes(metrics)
         write_metrics(metrics, args.out)

@@ -230,7 +230,9 @@ def analyze_cmd(store: str, out: str, workers: int | None, **options: Any) -> No
     """Reduce STORE into metrics.json, tables/, figures/ and report.html under --out."""
     from hpc_forget.analysis.entry import analysis_notes, analyze, done_message
 
-    result = analyze(store, out, workers=workers, **analysis_options.option_values(options))
+    result = analyze(
+        store, out, analysis_options.AnalysisOptions.from_args(options), workers=workers
+    )
     for line in analysis_notes(result):
         click.echo(line, err=True)
     click.echo(done_message(out, result))

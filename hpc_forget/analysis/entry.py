@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from hpc_forget.analysis import metrics as M
 from hpc_forget.analysis.figures import FIG7_PNG_LIMIT, _default_workers, _FigureWork
 from hpc_forget.analysis.load import StoreData, load_store
-from hpc_forget.analysis.options import WORKERS, add_argparse, option_values
+from hpc_forget.analysis.options import DEFAULTS, WORKERS, AnalysisOptions, add_argparse
 from hpc_forget.analysis.reduce import SCHEMA_VERSION, ParamsFn, attach_params, compute_metrics
 from hpc_forget.analysis.report import write_report
 from hpc_forget.analysis.tables import write_tables
@@ -44,13 +44,8 @@ def _check_out(out_dir: str | Path) -> Path:
 def analyze(
     store_path: str | Path,
     out_dir: str | Path,
+    options: AnalysisOptions = DEFAULTS,
     *,
-    convention: str = "paper",
-    vitality: Mapping[str, Iterable[int]] | str | None = None,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    p_set: str = M.P_SET_DEFAULT,
-    hop_p_set: str = M.HOP_P_SET_DEFAULT,
     params: ParamsFn | None = None,
     fig7_png_limit: int = FIG7_PNG_LIMIT,
     workers: int | None = None,
@@ -58,54 +53,28 @@ def analyze(
     """Reduce the store at ``store_path`` into ``out_dir``: metrics.json, tables/, figures/,
     report.html. Returns the metrics dict (as written to metrics.json).
 
-    convention: paper | paper-literal | gem | avalanche | mhamdi (Table 2; metrics.json holds
-    all). vitality: None (High 4-5, Mid 3, Low 0-2), a mapping or "High=4-5,Mid=3,Low=0-2".
-    bootstrap/seed: resamples and seed of the CIs. p_set (eq. 9, Fig. 3; default "common")
-    and hop_p_set (eq. 13-14; default "seen"): "common" or "seen" (docs/metrics.md).
+    options: how metrics are computed (:class:`AnalysisOptions`, the analysis options).
     params: callable (group key, n_languages) -> trainable params in millions (Table 1).
     workers: processes drawing figures (default 2).
     """
     data = load_store(store_path)
     return analyze_data(
-        data,
-        out_dir,
-        convention=convention,
-        vitality=vitality,
-        bootstrap=bootstrap,
-        seed=seed,
-        p_set=p_set,
-        hop_p_set=hop_p_set,
-        params=params,
-        fig7_png_limit=fig7_png_limit,
-        workers=workers,
+        data, out_dir, options, params=params, fig7_png_limit=fig7_png_limit, workers=workers
     )
 
 
 def analyze_data(
     data: StoreData,
     out_dir: str | Path,
+    options: AnalysisOptions = DEFAULTS,
     *,
-    convention: str = "paper",
-    vitality: Mapping[str, Iterable[int]] | str | None = None,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    p_set: str = M.P_SET_DEFAULT,
-    hop_p_set: str = M.HOP_P_SET_DEFAULT,
     params: ParamsFn | None = None,
     fig7_png_limit: int = FIG7_PNG_LIMIT,
     workers: int | None = None,
 ) -> dict[str, Any]:
     """:func:`analyze` on runs already in memory (see :func:`load_store`)."""
     out = _check_out(out_dir)
-    metrics = compute_metrics(
-        data,
-        convention=convention,
-        vitality=vitality,
-        bootstrap=bootstrap,
-        seed=seed,
-        p_set=p_set,
-        hop_p_set=hop_p_set,
-    )
+    metrics = compute_metrics(data, options)
     figdir = out / "figures"
     figdir.mkdir(exist_ok=True)
     work = _FigureWork(
@@ -126,10 +95,12 @@ def analyze_data(
     return metrics
 
 
-def metrics_from_store(store_path: str | Path, **kw: Any) -> tuple[StoreData, dict[str, Any]]:
+def metrics_from_store(
+    store_path: str | Path, options: AnalysisOptions = DEFAULTS
+) -> tuple[StoreData, dict[str, Any]]:
     """Load a store and compute its metrics (what every analysis/ script starts with)."""
     data = load_store(store_path)
-    return data, compute_metrics(data, **kw)
+    return data, compute_metrics(data, options)
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
@@ -164,9 +135,9 @@ def add_analysis_args(ap: Any, *, figures: bool = False) -> None:
         )
 
 
-def metric_options(args: Any) -> dict[str, Any]:
-    """compute_metrics keyword arguments from parsed :func:`add_analysis_args` options."""
-    return option_values(args)
+def metric_options(args: Any) -> AnalysisOptions:
+    """The :class:`AnalysisOptions` of parsed :func:`add_analysis_args` options."""
+    return AnalysisOptions.from_args(args)
 
 
 def analysis_notes(metrics: Mapping[str, Any]) -> list[str]:

@@ -1,6 +1,7 @@
-"""The analysis options, defined once: `hpc-forget analyze` (Click) and the analysis/ scripts
-(argparse) are both built from :data:`OPTIONS`, and :func:`hpc_forget.analysis.entry.analyze` takes
-the same names as keyword arguments.
+"""The analysis options, defined once: :class:`AnalysisOptions` holds their values (validated
+when it is made), :data:`OPTIONS` their flags and help; `hpc-forget analyze` (Click) and the
+analysis/ scripts (argparse) are both built from :data:`OPTIONS`, and
+:func:`hpc_forget.analysis.entry.analyze` and ``compute_metrics`` take one ``AnalysisOptions``.
 
 Plain data and two small builders; imports nothing heavy (the CLI imports it at start-up).
 docs/metrics.md explains each reading.
@@ -8,9 +9,12 @@ docs/metrics.md explains each reading.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from hpc_forget.errors import AnalysisError
+from hpc_forget.study import languages as L
 
 CONVENTIONS: tuple[str, ...] = ("paper", "paper-literal", "gem", "avalanche", "mhamdi")
 P_SETS: tuple[str, ...] = ("common", "seen")
@@ -18,6 +22,65 @@ P_SET_DEFAULT = "common"
 """Eq. 9 (P_avg) and Fig. 3: P_t and P_{t+1} over the same languages, those learned up to t."""
 HOP_P_SET_DEFAULT = "seen"
 """Eq. 13-14 (MFT/MBT): the paper's own words, P_i = average over the tasks seen up to step i."""
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How a store is reduced into metrics (one field per entry of :data:`OPTIONS`).
+
+    convention: Table 2's transfer convention (metrics.json holds all). vitality: None (High
+    4-5, Mid 3, Low 0-2), a mapping or ``"High=4-5,Mid=3,Low=0-2"``. bootstrap/seed: the CIs'
+    resamples and seed. p_set (eq. 9, Fig. 3) and hop_p_set (eq. 13-14): ``"common"`` or
+    ``"seen"`` (docs/metrics.md). Bad values raise :class:`AnalysisError` naming the option.
+    """
+
+    convention: str = "paper"
+    vitality: Mapping[str, Iterable[int]] | str | None = None
+    bootstrap: int = 1000
+    seed: int = 0
+    p_set: str = P_SET_DEFAULT
+    hop_p_set: str = HOP_P_SET_DEFAULT
+    vitality_groups: dict[str, tuple[int, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    """The vitality grouping, resolved and checked (derived from ``vitality``)."""
+
+    def __post_init__(self) -> None:
+        for flag, value, allowed in (
+            ("--convention", self.convention, CONVENTIONS),
+            ("--p-set", self.p_set, P_SETS),
+            ("--hop-p-set", self.hop_p_set, P_SETS),
+        ):
+            if value not in allowed:
+                raise AnalysisError(f"{flag} {value!r}: use one of {', '.join(allowed)}")
+        if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
+            raise AnalysisError(f"--bootstrap {self.bootstrap}: use 0 (no CI) or a positive count")
+        if not isinstance(self.seed, int):
+            raise AnalysisError(f"--seed {self.seed!r}: use an integer")
+        object.__setattr__(self, "vitality_groups", _vitality_groups(self.vitality))
+
+    @classmethod
+    def from_args(cls, obj: Any) -> AnalysisOptions:
+        """The options from parsed arguments (an argparse Namespace, or a mapping such as
+        Click's parameters); absent ones keep their defaults."""
+        get = obj.get if isinstance(obj, Mapping) else lambda k: getattr(obj, k)
+        return cls(**{o.dest: get(o.dest) for o in OPTIONS})
+
+
+def _vitality_groups(
+    vitality: Mapping[str, Iterable[int]] | str | None,
+) -> dict[str, tuple[int, ...]]:
+    if vitality is None:
+        return dict(L.DEFAULT_VITALITY)
+    try:
+        if isinstance(vitality, str):
+            return L.parse_vitality(vitality)
+        return L.check_vitality(vitality)
+    except L.LanguageError as exc:
+        raise AnalysisError(f"--vitality: {exc}") from None
+
+
+DEFAULTS = AnalysisOptions()
 
 
 @dataclass(frozen=True)
@@ -43,40 +106,45 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--convention",
         "convention",
-        "paper",
+        DEFAULTS.convention,
         "backward/forward transfer convention of Table 2 (metrics.json holds all)",
         choices=CONVENTIONS,
     ),
     Option(
         "--vitality",
         "vitality",
-        None,
+        DEFAULTS.vitality,
         "vitality groups by Joshi class, e.g. 'High=4-5,Mid=3,Low=0-2' (the default)",
     ),
-    Option("--bootstrap", "bootstrap", 1000, "bootstrap resamples (0: no CI)", type=int, minimum=0),
-    Option("--seed", "seed", 0, "bootstrap seed", type=int),
+    Option(
+        "--bootstrap",
+        "bootstrap",
+        DEFAULTS.bootstrap,
+        "bootstrap resamples (0: no CI)",
+        type=int,
+        minimum=0,
+    ),
+    Option("--seed", "seed", DEFAULTS.seed, "bootstrap seed", type=int),
     Option(
         "--p-set",
         "p_set",
-        P_SET_DEFAULT,
+        DEFAULTS.p_set,
         "languages P_t averages over in eq. 9 (P_avg) and Fig. 3 (docs/metrics.md)",
         choices=P_SETS,
     ),
     Option(
         "--hop-p-set",
         "hop_p_set",
-        HOP_P_SET_DEFAULT,
+        DEFAULTS.hop_p_set,
         "languages P_i averages over in eq. 13-14 (MFT/MBT, Fig. 5-6); the paper: seen",
         choices=P_SETS,
     ),
 )
 
 
-def option_values(obj: Any) -> dict[str, Any]:
-    """The options' keyword arguments from parsed arguments (an argparse Namespace, or a
-    mapping such as Click's parameters)."""
-    get = obj.get if isinstance(obj, dict) else lambda k: getattr(obj, k)
-    return {o.dest: get(o.dest) for o in OPTIONS}
+def option_fields() -> tuple[str, ...]:
+    """The fields of :class:`AnalysisOptions` that are options (all but derived ones)."""
+    return tuple(f.name for f in fields(AnalysisOptions) if f.init)
 
 
 def _at_least(o: Option) -> Callable[[str], int]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from hpc_forget.analysis import metrics as M
 from hpc_forget.analysis.load import StoreData
-from hpc_forget.errors import AnalysisError
+from hpc_forget.analysis.options import DEFAULTS, AnalysisOptions
 from hpc_forget.study import languages as L
 from hpc_forget.study.methods import DISPLAY_NAME, METHOD_KIND, METHOD_NAMES
 
@@ -64,19 +64,6 @@ def _mean(values: Iterable[float]) -> float:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
-
-
-def _resolve_vitality(
-    vitality: Mapping[str, Iterable[int]] | str | None,
-) -> dict[str, tuple[int, ...]]:
-    if vitality is None:
-        return dict(L.DEFAULT_VITALITY)
-    try:
-        if isinstance(vitality, str):
-            return L.parse_vitality(vitality)
-        return L.check_vitality(vitality)
-    except L.LanguageError as exc:
-        raise AnalysisError(f"--vitality: {exc}") from None
 
 
 def group_key(key: Mapping[str, Any]) -> tuple:
@@ -358,30 +345,16 @@ def _curve_summary(curves: Sequence[np.ndarray]) -> dict[str, Any]:
 
 
 def compute_metrics(
-    data: StoreData,
-    *,
-    convention: str = "paper",
-    vitality: Mapping[str, Iterable[int]] | str | None = None,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    p_set: str = M.P_SET_DEFAULT,
-    hop_p_set: str = M.HOP_P_SET_DEFAULT,
-    hops: Sequence[int] = M.HOPS,
+    data: StoreData, options: AnalysisOptions = DEFAULTS, *, hops: Sequence[int] = M.HOPS
 ) -> dict[str, Any]:
     """Every metric of the store as a JSON-ready dict (the content of metrics.json).
 
     Pure. NaN is written as null. Table 1's params are added by :func:`attach_params`.
-    ``p_set`` is eq. 9's (P_avg, Fig. 3) reading of P, ``hop_p_set`` eq. 13-14's (MFT, MBT).
+    ``options.p_set`` is eq. 9's (P_avg, Fig. 3) reading of P, ``options.hop_p_set`` eq.
+    13-14's (MFT, MBT).
     """
-    if convention not in M.CONVENTIONS:
-        raise AnalysisError(f"--convention {convention!r}: use one of {', '.join(M.CONVENTIONS)}")
-    if p_set not in M.P_SETS:
-        raise AnalysisError(f"--p-set {p_set!r}: use one of {', '.join(M.P_SETS)}")
-    if hop_p_set not in M.P_SETS:
-        raise AnalysisError(f"--hop-p-set {hop_p_set!r}: use one of {', '.join(M.P_SETS)}")
-    if bootstrap < 0:
-        raise AnalysisError(f"--bootstrap {bootstrap}: use 0 (no CI) or a positive count")
-    vit = _resolve_vitality(vitality)
+    convention, p_set, hop_p_set = options.convention, options.p_set, options.hop_p_set
+    bootstrap, seed, vit = options.bootstrap, options.seed, options.vitality_groups
     problems = list(data.problems)
 
     results = [

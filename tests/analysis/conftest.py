@@ -8,11 +8,14 @@ import pytest
 from _analysis_runs import small_runs, write_store
 
 from hpc_forget.analysis import load, reduce
+from hpc_forget.analysis.options import AnalysisOptions
 
 
 @pytest.fixture(scope="module")
 def metrics() -> dict:
-    return reduce.compute_metrics(load.StoreData("mem", small_runs()), bootstrap=200, seed=0)
+    return reduce.compute_metrics(
+        load.StoreData("mem", small_runs()), AnalysisOptions(bootstrap=200, seed=0)
+    )
 
 
 @pytest.fixture(scope="module")

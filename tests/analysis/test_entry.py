@@ -12,12 +12,15 @@ import pytest
 from _analysis_runs import small_runs, two_settings_runs
 
 from hpc_forget.analysis import entry, reduce
+from hpc_forget.analysis.options import AnalysisOptions
 
 
 @pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_analyze_end_to_end(store_path, tmp_path, workers):
     out = tmp_path / "analysis"
-    m = entry.analyze(store_path, out, bootstrap=100, params=lambda k, n: 1.5, workers=workers)
+    m = entry.analyze(
+        store_path, out, AnalysisOptions(bootstrap=100), params=lambda k, n: 1.5, workers=workers
+    )
     assert (out / "metrics.json").is_file() and (out / "report.html").is_file()
     for name in (
         "table1",

@@ -6,6 +6,7 @@ import pytest
 from _analysis_runs import small_runs
 
 from hpc_forget.analysis import figures, load, reduce
+from hpc_forget.analysis.options import AnalysisOptions
 
 _PARENT_PID = None
 
@@ -32,7 +33,7 @@ def test_a_dead_figure_worker_falls_back_to_drawing_in_process(tmp_path, monkeyp
     monkeypatch.setattr(sys.modules[__name__], "_PARENT_PID", os.getpid())
     monkeypatch.setattr(figures, "_figure_job", _dying_figure_job)
     data = load.StoreData("mem", small_runs())
-    m = reduce.compute_metrics(data, bootstrap=0)
+    m = reduce.compute_metrics(data, AnalysisOptions(bootstrap=0))
     figs = figures.write_figures(data, m, tmp_path, workers=2)
     assert {f.name[:4] for f in figs} == {"fig2", "fig3", "fig4", "fig5", "fig6", "fig7"}
 
@@ -41,7 +42,7 @@ def test_fig7_prints_values_and_fig2_counts_whole_languages(tmp_path, monkeypatc
     from matplotlib.ticker import MaxNLocator
 
     data = load.StoreData("mem", small_runs()[:1])
-    m = reduce.compute_metrics(data, bootstrap=0)
+    m = reduce.compute_metrics(data, AnalysisOptions(bootstrap=0))
     run, R, label = figures._fig7_runs(data, m)[0]
     hm = figures._Heatmap(
         (3, 3),

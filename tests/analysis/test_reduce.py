@@ -24,6 +24,7 @@ from _analysis_runs import (
 )
 
 from hpc_forget.analysis import load, reduce, tables
+from hpc_forget.analysis.options import AnalysisOptions
 from hpc_forget.errors import AnalysisError
 from hpc_forget.study.planning import RunKey
 
@@ -112,9 +113,7 @@ def test_groupings(metrics):
 def test_custom_vitality_and_convention():
     m = reduce.compute_metrics(
         load.StoreData("mem", small_runs()),
-        vitality="Top=5,Rest=0-4",
-        convention="gem",
-        bootstrap=0,
+        AnalysisOptions(vitality="Top=5,Rest=0-4", convention="gem", bootstrap=0),
     )
     v = group(m, "vanilla")
     assert set(k for k in v["headline"] if k.startswith("f1_")) == {"f1_Top", "f1_Rest"}
@@ -122,16 +121,16 @@ def test_custom_vitality_and_convention():
     assert v["headline"]["cbt"]["ci_low"] is None  # bootstrap=0: no CI
     assert tables.table1(m).columns[-2:] == ["Top", "Rest"]
     with pytest.raises(AnalysisError, match="--vitality"):
-        reduce.compute_metrics(load.StoreData("mem", []), vitality="High=4-5")
+        reduce.compute_metrics(load.StoreData("mem", []), AnalysisOptions(vitality="High=4-5"))
     with pytest.raises(AnalysisError, match="--convention 'x'"):
-        reduce.compute_metrics(load.StoreData("mem", []), convention="x")
+        reduce.compute_metrics(load.StoreData("mem", []), AnalysisOptions(convention="x"))
 
 
 def test_bootstrap_determinism():
     data = load.StoreData("mem", small_runs())
-    a = reduce.compute_metrics(data, bootstrap=300, seed=5)
-    b = reduce.compute_metrics(data, bootstrap=300, seed=5)
-    c = reduce.compute_metrics(data, bootstrap=300, seed=6)
+    a = reduce.compute_metrics(data, AnalysisOptions(bootstrap=300, seed=5))
+    b = reduce.compute_metrics(data, AnalysisOptions(bootstrap=300, seed=5))
+    c = reduce.compute_metrics(data, AnalysisOptions(bootstrap=300, seed=6))
     ha, hb, hc = (group(x, "vanilla")["headline"]["cft"] for x in (a, b, c))
     assert ha == hb
     assert a["groups"] == b["groups"]
@@ -204,7 +203,9 @@ def test_models_follow_the_config_order():
 
 
 def test_runs_of_different_settings_are_never_averaged():
-    m = reduce.compute_metrics(load.StoreData("mem", two_settings_runs()), bootstrap=0)
+    m = reduce.compute_metrics(
+        load.StoreData("mem", two_settings_runs()), AnalysisOptions(bootstrap=0)
+    )
     vanilla = [g for g in m["groups"] if g["key"]["method"] == "vanilla"]
     assert len(vanilla) == 2
     by_label = {g["settings_label"]: g for g in vanilla}
@@ -237,7 +238,7 @@ def test_sequential_f1_is_the_order_aligned_final_f1():
     k = key("vanilla", 0, "x")
     m = np.array([[0.8, nan, 0.1], [0.6, 0.9, 0.2]])  # columns: LANGS (af, am, de)
     run = run_record(k.run_id, k.as_dict(), "sequential", LANGS, ["af-ZA", "am-ET"], m)
-    out = reduce.compute_metrics(load.StoreData("mem", [run]), bootstrap=0)
+    out = reduce.compute_metrics(load.StoreData("mem", [run]), AnalysisOptions(bootstrap=0))
     rec = out["runs"][0]["metrics"]
     assert rec["f1"] == pytest.approx(0.75)  # not (0.6 + 0.9 + 0.2) / 3
     assert rec["per_language"]["de-DE"] == pytest.approx(0.2)  # still reported per language
@@ -275,7 +276,7 @@ def test_bootstrap_units_are_orders():
                     to_store_columns(R + 0.01 * seed, order),
                 )
             )
-    m = reduce.compute_metrics(load.StoreData("mem", runs), bootstrap=500)
+    m = reduce.compute_metrics(load.StoreData("mem", runs), AnalysisOptions(bootstrap=500))
     h = group(m, "vanilla")["headline"]["cbt"]
     assert h["n"] == 6 and h["ci_units"] == 3 and h["ci_low"] <= h["mean"] <= h["ci_high"]
     assert m["settings"]["bootstrap"]["min_units"] == 3

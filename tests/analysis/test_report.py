@@ -5,11 +5,12 @@ from __future__ import annotations
 from _analysis_runs import small_runs
 
 from hpc_forget.analysis import load, reduce, report, tables
+from hpc_forget.analysis.options import AnalysisOptions
 
 
 def test_report_holds_every_table_and_run(tmp_path):
     data = load.StoreData("mem", small_runs(), problems=["x.h5: damaged <file>"])
-    m = reduce.compute_metrics(data, bootstrap=0)
+    m = reduce.compute_metrics(data, AnalysisOptions(bootstrap=0))
     ts = tables.build_tables(m)
     path = report.write_report(data, m, ts, [], tmp_path)
     assert path == tmp_path / "report.html"

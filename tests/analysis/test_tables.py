@@ -7,6 +7,7 @@ import pytest
 from _analysis_runs import group, small_runs
 
 from hpc_forget.analysis import load, reduce, tables
+from hpc_forget.analysis.options import AnalysisOptions
 from hpc_forget.errors import AnalysisError
 
 
@@ -54,7 +55,9 @@ def test_hop_scalars_in_metrics_and_table(metrics):
     assert first[2] == f"{100 * (r1 + r2) / 2:.2f} ± {100 * np.std([r1, r2], ddof=1):.2f}"
     assert first[3] == "- (2 units)"
     assert metrics["settings"]["hop_p_set"] == "seen" and metrics["settings"]["p_set"] == "common"
-    common = reduce.compute_metrics(load.StoreData("mem", small_runs()), hop_p_set="common")
+    common = reduce.compute_metrics(
+        load.StoreData("mem", small_runs()), AnalysisOptions(hop_p_set="common")
+    )
     assert group(common, "vanilla")["mbt"]["af-ZA"]["by_hop"][0] == pytest.approx(-0.15)
     with pytest.raises(AnalysisError, match="--hop-p-set 'x'"):
-        reduce.compute_metrics(load.StoreData("mem", []), hop_p_set="x")
+        reduce.compute_metrics(load.StoreData("mem", []), AnalysisOptions(hop_p_set="x"))
