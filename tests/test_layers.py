@@ -170,3 +170,18 @@ def test_the_checks_catch_a_back_edge_and_a_loop(tmp_path):
         "store.store imports analysis.load: store may import only []"
     ]
     assert cycles(graph) == [["study.a", "study.b"]]
+
+
+def test_no_private_name_is_imported_across_sub_packages():
+    """Underscored helpers stay inside their sub-package (docs/design.md, Names)."""
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        here = path.relative_to(PACKAGE).parts[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hpc_forget."):
+                there = node.module.split(".")[1]
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private and there != here:
+                    bad.append(f"{path.relative_to(PACKAGE)}: {node.module} {private}")
+    assert not bad, bad

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_forget.analysis import metrics as M
-from hpc_forget.analysis.figures import FIG7_PNG_LIMIT, _default_workers, _FigureWork
+from hpc_forget.analysis.figures import FIG7_PNG_LIMIT, FigureWork, default_workers
 from hpc_forget.analysis.load import StoreData, load_store
 from hpc_forget.analysis.options import DEFAULTS, WORKERS, AnalysisOptions, add_argparse
 from hpc_forget.analysis.reduce import SCHEMA_VERSION, ParamsFn, attach_params, compute_metrics
@@ -77,12 +77,12 @@ def analyze_data(
     metrics = compute_metrics(data, options)
     figdir = out / "figures"
     figdir.mkdir(exist_ok=True)
-    work = _FigureWork(
+    work = FigureWork(
         data,
         metrics,
         figdir,
         fig7_png_limit,
-        workers if workers is not None else _default_workers(),
+        workers if workers is not None else default_workers(),
     )
     try:
         attach_params(metrics, data, params)

@@ -15,7 +15,7 @@ import numpy as np
 
 from hpc_forget.analysis import metrics as M
 from hpc_forget.analysis.load import StoreData
-from hpc_forget.analysis.reduce import _f, _slug
+from hpc_forget.analysis.reduce import as_float, slug
 from hpc_forget.study import languages as L
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def _save(fig, d: Path, name: str, caption: str, png: bool = True, pdf: bool = T
 
 
 def _arr(x: Any) -> np.ndarray:
-    return np.array([_f(v) for v in (x or [])], dtype=float)
+    return np.array([as_float(v) for v in (x or [])], dtype=float)
 
 
 def _cmap():
@@ -224,7 +224,7 @@ def fig3(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
     for g in metrics["groups"]:
         if "perf_change" not in g:
             continue
-        items = [(lang, _f(v["mean"]) * 100) for lang, v in g["perf_change"].items()]
+        items = [(lang, as_float(v["mean"]) * 100) for lang, v in g["perf_change"].items()]
         items = [x for x in items if not math.isnan(x[1])]
         if not items:
             continue
@@ -280,8 +280,8 @@ def fig4(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
         for lab in labels:
             g = next((g for g in groups if g["label"] == lab and g["key"]["model"] == model), None)
             s = g["headline"]["f1"] if g else {}
-            ys.append(_f(s.get("mean")) * 100)
-            es.append(_f(s.get("std")) * 100 if s.get("std") is not None else 0.0)
+            ys.append(as_float(s.get("mean")) * 100)
+            es.append(as_float(s.get("std")) * 100 if s.get("std") is not None else 0.0)
         ax.bar(
             np.arange(len(labels)) + (k - (len(models) - 1) / 2) * width,
             ys,
@@ -441,7 +441,7 @@ def fig7(
             seen[g] = nth[-1] + 1
         picked = sorted(range(len(runs)), key=lambda i: (nth[i], i))[:png_limit]
         for run, R, label in (runs[i] for i in picked):
-            name = f"fig7_R_{_slug(run.run_id)}"
+            name = f"fig7_R_{slug(run.run_id)}"
             draw(run, R, label).savefig(d / f"{name}.png", dpi=FIG_DPI)
             out.append(
                 FigureInfo(
@@ -510,7 +510,7 @@ def _mp_context():
     return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
-class _FigureWork:
+class FigureWork:
     """The figure jobs, running in ``workers`` processes (in-process when 1 or when no
     process can be started) while the caller does other work."""
 
@@ -565,7 +565,7 @@ class _FigureWork:
                 p.terminate()
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
@@ -583,5 +583,5 @@ def write_figures(
     """
     d = Path(out_dir) / "figures"
     d.mkdir(parents=True, exist_ok=True)
-    n = workers if workers is not None else _default_workers()
-    return _FigureWork(data, metrics, d, fig7_png_limit, n).result()
+    n = workers if workers is not None else default_workers()
+    return FigureWork(data, metrics, d, fig7_png_limit, n).result()

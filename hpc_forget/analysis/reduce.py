@@ -33,7 +33,7 @@ GROUP_FIELDS: tuple[str, ...] = ("method", "model", "rank", "strategy", "data_sc
 ParamsFn = Callable[[Mapping[str, Any], int], "float | None"]
 
 
-def _f(x: Any) -> float:
+def as_float(x: Any) -> float:
     """None/NaN-tolerant float."""
     return float("nan") if x is None else float(x)
 
@@ -56,13 +56,16 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _mean(values: Iterable[float]) -> float:
-    v = np.asarray([_f(x) for x in values], dtype=float)
+def mean_of(values: Iterable[float]) -> float:
+    """The mean of ``values`` with None/NaN left out (NaN when none is left)."""
+    v = np.asarray([as_float(x) for x in values], dtype=float)
     v = v[~np.isnan(v)]
     return float(v.mean()) if v.size else float("nan")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """``text`` as a file-name part: runs of other characters than letters, digits and dots
+    become one "-"."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
 
 
@@ -270,8 +273,8 @@ def _run_metrics(
         "complete": not missing,
         "last_step_with_scores": max(done_rows) if done_rows else None,
         "metrics": {
-            "f1": _mean(scores.values()),
-            "f1_by_vitality": {g: _mean(scores[x] for x in by_vit.get(g, [])) for g in vit},
+            "f1": mean_of(scores.values()),
+            "f1_by_vitality": {g: mean_of(scores[x] for x in by_vit.get(g, [])) for g in vit},
             "per_language": scores,
         },
     }
@@ -294,7 +297,7 @@ def _run_metrics(
     mt.update(
         {
             "f1": M.final_f1(R),
-            "f1_by_vitality": {g: _mean(trained[x] for x in by_vit.get(g, [])) for g in vit},
+            "f1_by_vitality": {g: mean_of(trained[x] for x in by_vit.get(g, [])) for g in vit},
             "avg_f1_curve": curve,
             "cbt": M.cbt(R, convention),
             "cft": M.cft(R, convention),
@@ -403,7 +406,7 @@ def compute_metrics(
         method, model, rank, strategy, scale, digest = gk
         sg = by_settings[gk]
         kinds = sorted({r.kind for r in runs})
-        gid = _slug(f"{method}_{model.rstrip('/').split('/')[-1]}_r{rank}_{strategy}_d{scale:g}")
+        gid = slug(f"{method}_{model.rstrip('/').split('/')[-1]}_r{rank}_{strategy}_d{scale:g}")
         if sg["of_cell"] > 1:
             gid += f"_s{digest or 'none'}"
         while gid in used_ids:
@@ -424,8 +427,8 @@ def compute_metrics(
                     langs_all.append(lang)
         per_lang = {
             lang: {
-                "f1": _mean(x.scores.get(lang) for x in res),
-                "n": int(sum(1 for x in res if not math.isnan(_f(x.scores.get(lang))))),
+                "f1": mean_of(x.scores.get(lang) for x in res),
+                "n": int(sum(1 for x in res if not math.isnan(as_float(x.scores.get(lang))))),
             }
             for lang in langs_all
         }
@@ -496,7 +499,7 @@ def compute_metrics(
             curves = []
             for x in res:
                 for order in orders:
-                    v = np.array([_f(x.scores.get(lang)) for lang in order], dtype=float)
+                    v = np.array([as_float(x.scores.get(lang)) for lang in order], dtype=float)
                     ok = ~np.isnan(v)
                     with np.errstate(invalid="ignore", divide="ignore"):
                         c = np.cumsum(np.where(ok, v, 0.0)) / np.cumsum(ok)
@@ -552,17 +555,19 @@ def _groupings(rec: Mapping[str, Any], vit: Mapping[str, tuple[int, ...]]) -> di
                 continue
             entry: dict[str, Any] = {
                 "languages": members,
-                "f1": _mean(rec["per_language"][x]["f1"] for x in members),
+                "f1": mean_of(rec["per_language"][x]["f1"] for x in members),
             }
             if "mft" in rec:
-                entry["perf_change"] = _mean(
-                    _f(rec["perf_change"][x]["mean"]) for x in members if x in rec["perf_change"]
+                entry["perf_change"] = mean_of(
+                    as_float(rec["perf_change"][x]["mean"])
+                    for x in members
+                    if x in rec["perf_change"]
                 )
-                entry["mft"] = _mean(
-                    _mean(rec["mft"][x]["by_hop"]) for x in members if x in rec["mft"]
+                entry["mft"] = mean_of(
+                    mean_of(rec["mft"][x]["by_hop"]) for x in members if x in rec["mft"]
                 )
-                entry["mbt"] = _mean(
-                    _mean(rec["mbt"][x]["by_hop"]) for x in members if x in rec["mbt"]
+                entry["mbt"] = mean_of(
+                    mean_of(rec["mbt"][x]["by_hop"]) for x in members if x in rec["mbt"]
                 )
             block[g] = entry
         out[by] = block

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_forget.analysis import metrics as M
-from hpc_forget.analysis.reduce import _f, _mean, method_label
+from hpc_forget.analysis.reduce import as_float, mean_of, method_label
 from hpc_forget.study import languages as L
 
 
@@ -32,7 +32,7 @@ class Table:
 
 
 def _fmt(x: Any, scale: float = 1.0, digits: int = 2) -> str:
-    v = _f(x)
+    v = as_float(x)
     return "-" if math.isnan(v) else f"{v * scale:.{digits}f}"
 
 
@@ -336,8 +336,8 @@ def per_language_transfer_table(metrics: Mapping[str, Any]) -> Table:
                     g["id"],
                     lang,
                     _fmt(ch["mean"], 100),
-                    _fmt(_mean(f), 100),
-                    _fmt(_mean(b), 100),
+                    _fmt(mean_of(f), 100),
+                    _fmt(mean_of(b), 100),
                     str(ch["n"]),
                 ]
             )
