@@ -41,12 +41,19 @@ def lora_targets(model: nn.Module, *, include_pooler: bool = False) -> list[str]
 
 
 def add_lora(
-    model: PreTrainedModel, rank: int, *, dropout: float = 0.1, seed: int | None = None
+    model: PreTrainedModel,
+    rank: int,
+    *,
+    dropout: float = 0.1,
+    seed: int | None = None,
+    train_head: bool = True,
 ) -> PeftModel:
     """Wrap `model` (in place) with one LoRA adapter of rank `rank` (alpha = rank, bias none)
     on every encoder linear layer; the classifier trains alongside as a per-adapter copy
     (`modules_to_save`). Only LoRA and the classifier are trainable. `seed`, when given, fixes
-    the LoRA A initialisation without touching the caller's RNG state."""
+    the LoRA A initialisation without touching the caller's RNG state. ``train_head=False``
+    keeps the classifier frozen at its initial weights (only the adapter trains, as the paper
+    words it), so the forgetting measured is the adapter's alone."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
@@ -75,4 +82,9 @@ def add_lora(
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         if seed is not None:
             torch.manual_seed(seed)
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
+    if not train_head:
+        for name, p in peft_model.named_parameters():
+            if "classifier" in name.split("."):
+                p.requires_grad_(False)
+    return peft_model

@@ -139,18 +139,21 @@ class Workspace:
             self._corpus = load_massive(d.source, d.languages, skip_invalid=d.skip_invalid)
         return self._corpus
 
-    def splits(self, locale: str, seed: int) -> Any:
-        key = (locale, seed)
+    def splits(self, locale: str, seed: int, fraction: float | None = None) -> Any:
+        """The splits of ``locale`` (train subsampled to ``fraction``; None: the config's
+        largest data-scale fraction)."""
+        d = self.cfg.data
+        fraction = max(d.train_fractions) if fraction is None else fraction
+        key = (locale, seed, fraction)
         if key not in self._splits:
             from hpc_forget.data.splits import prepare_splits
 
-            d = self.cfg.data
             self._splits[key] = prepare_splits(
                 self.corpus,
                 locale,
                 max_train=d.max_train,
                 max_eval=d.max_eval,
-                train_fraction=d.train_fraction,
+                train_fraction=fraction,
                 seed=seed,
                 missing_train=d.missing_train,
                 dev_fraction_for_train=d.dev_fraction_for_train,
@@ -194,13 +197,15 @@ class Workspace:
             self._tokenizer[path] = load_tokenizer(path, cache_dir=self.cache_dir)
         return self._tokenizer[path]
 
-    def encoded(self, path: str, locale: str, split: str, seed: int) -> tuple[Any, list[Any]]:
-        key = (path, locale, split, seed)
+    def encoded(
+        self, path: str, locale: str, split: str, seed: int, fraction: float | None = None
+    ) -> tuple[Any, list[Any]]:
+        key = (path, locale, split, seed, fraction)
         if key not in self._encoded:
             from hpc_forget.data.labels import LABELS
             from hpc_forget.models.encode import encode
 
-            examples = list(getattr(self.splits(locale, seed), split))
+            examples = list(getattr(self.splits(locale, seed, fraction), split))
             label2id = {lab: i for i, lab in enumerate(LABELS)}
             enc = encode(examples, self.tokenizer(path), label2id, self.cfg.train.max_length)
             self._encoded[key] = (enc, examples)
@@ -234,7 +239,12 @@ def _fresh_model(ws: Workspace, task: Task, seed: int) -> tuple[torch.nn.Module,
     seed_everything(seed)
     model = load_model(path, list(LABELS), cache_dir=ws.cache_dir, seed=seed)
     if not is_full(task.key.rank):
-        model = add_lora(model, task.key.rank, dropout=ws.cfg.train.lora_dropout)
+        model = add_lora(
+            model,
+            task.key.rank,
+            dropout=ws.cfg.train.lora_dropout,
+            train_head=ws.cfg.train.lora_head == "train",
+        )
     return model, path
 
 
@@ -259,8 +269,12 @@ def _run_step(
     hyper = step_hyper(key.method, key.rank, tc)
     train_langs = trained_languages(task.kind, task.steps, task.languages, step)
     test_langs = evaluated_languages(task.kind, task.languages, step)
-    train_enc, _ = _concat([ws.encoded(path, loc, "train", key.seed) for loc in train_langs])
-    dev_enc, dev_ex = _concat([ws.encoded(path, loc, "dev", key.seed) for loc in train_langs])
+
+    def data_of(locale: str, split: str) -> tuple[Any, list[Any]]:
+        return ws.encoded(path, locale, split, key.seed, key.data_scale)
+
+    train_enc, _ = _concat([data_of(loc, "train") for loc in train_langs])
+    dev_enc, dev_ex = _concat([data_of(loc, "dev") for loc in train_langs])
     tok = ws.tokenizer(path)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     accelerator = make_accelerator(tc.precision, tc.cpu_threads)
@@ -274,6 +288,8 @@ def _run_step(
         hyper=hyper,
         seed=seed,
         state=state,
+        earlier=tuple(task.steps[:step]) if task.kind == "sequential" else (),
+        data_of=data_of,
     )
     data = strategy.before_step(
         model, StepData(train=train_enc, dev=dev_enc, dev_examples=dev_ex), ctx
@@ -299,7 +315,7 @@ def _run_step(
     scores: dict[str, float] = {}
     dropped = 0
     for loc in test_langs:
-        enc, examples = ws.encoded(path, loc, "test", key.seed)
+        enc, examples = data_of(loc, "test")
         pred = predict_words(
             model,
             enc,

@@ -20,11 +20,12 @@ after a preemption must rebuild it in ``before_step``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpc_forget.errors import ConfigError
+from hpc_forget.study.strategies import STRATEGY_INFO, parse_canonical
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +45,9 @@ class StepContext:
     hyper: StepHyper
     seed: int  # the step's seed
     state: dict[str, Any] = field(default_factory=dict)  # kept across the task's steps
+    earlier: tuple[str, ...] = ()  # sequential runs: the languages of the steps before
+    data_of: Callable[[str, str], tuple[Any, list[Any]]] | None = None
+    """``data_of(locale, split)`` -> (Encoded, examples) of any language of the run."""
 
 
 class Strategy:
@@ -79,11 +83,15 @@ STRATEGIES: dict[str, type[Strategy]] = {"none": NoStrategy}
 """Every strategy by the name a run key stores (``RunKey.strategy``)."""
 
 
-def get_strategy(name: str) -> Strategy:
-    """A fresh strategy object for one task; an unknown name is a one-line ConfigError."""
-    try:
-        return STRATEGIES[name]()
-    except KeyError:
+def get_strategy(text: str) -> Strategy:
+    """A fresh strategy object for one task, from a run key's canonical ``strategy`` text
+    (study/strategies.py); an unknown or unimplemented one is a one-line ConfigError."""
+    if text in STRATEGIES and text not in STRATEGY_INFO:  # registered without parameters
+        return STRATEGIES[text]()
+    spec = parse_canonical(text)
+    if spec.name not in STRATEGIES:
         raise ConfigError(
-            f"strategy: unknown strategy {name!r}; choose from {', '.join(sorted(STRATEGIES))}"
-        ) from None
+            f"strategy: {spec.name!r} is not implemented here; implemented:"
+            f" {', '.join(sorted(STRATEGIES))}"
+        )
+    return STRATEGIES[spec.name](**spec.kwargs())

@@ -24,6 +24,7 @@ import yaml
 from hpc_forget.errors import ConfigError, OrderError, one_line, split_pair
 from hpc_forget.study.methods import FULL_ONLY_METHODS, LORA_METHODS, METHOD_NAMES
 from hpc_forget.study.orders import PAPER_ORDERS, OrderSpec, resolve_order
+from hpc_forget.study.strategies import NONE, StrategySpec, strategy_spec
 
 BUILTIN_CONFIGS = ("demo", "quick", "paper")
 
@@ -34,7 +35,8 @@ class DataConfig:
     languages: tuple[str, ...] = ()
     max_train: int | None = None  # per language; None = all
     max_eval: int | None = None  # per language, for dev and test; None = all
-    train_fraction: float = 1.0  # the data-scale factor
+    train_fraction: float = 1.0  # the data-scale factor: the first of train_fractions
+    train_fractions: tuple[float, ...] = (1.0,)  # the data-scale sweep axis (a list in a file)
     skip_invalid: bool = False
     missing_train: str = "error"  # or "split-dev": carve train data from dev
     dev_fraction_for_train: float = 0.5
@@ -63,6 +65,7 @@ class TrainConfig:
     pad_multiple: int = 8  # pad batches to a multiple of this: few distinct shapes
     max_grad_norm: float = 1.0  # 0 = no clipping
     cpu_threads: int = 0  # torch threads on CPU; 0 = torch's default (one per core)
+    lora_head: str = "train"  # LoRA runs: train the classifier with the adapter, or "frozen"
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class ExperimentConfig:
     ranks: tuple[int, ...] = (32, 64, 256)
     cache_dir: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    strategies: tuple[StrategySpec, ...] = (NONE,)
 
     @property
     def store_path(self) -> Path:
@@ -503,6 +507,7 @@ def _build(raw: dict, c: _Checker) -> ExperimentConfig:
     if cache_dir is not None:
         cache_dir = c.string("cache_dir", cache_dir, int_ok=True)
     train = _train(c, {} if raw.get("train") is None else raw["train"])
+    strategies = _strategies(c, raw.get("strategies", ["none"]), methods)
     return ExperimentConfig(
         name=name,
         store=store,
@@ -514,7 +519,33 @@ def _build(raw: dict, c: _Checker) -> ExperimentConfig:
         ranks=ranks,
         cache_dir=cache_dir,
         train=train,
+        strategies=strategies,
     )
+
+
+def _strategies(c: _Checker, raw: Any, methods: tuple[MethodSpec, ...]) -> tuple[StrategySpec, ...]:
+    """The strategies axis: each entry a name or a mapping; every method runs with each
+    strategy it composes with (study/strategies.py), so each method needs at least one."""
+    if isinstance(raw, str | dict):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise c.fail("strategies", "must be a non-empty list of strategy names or mappings")
+    out: list[StrategySpec] = []
+    for i, item in enumerate(raw):
+        try:
+            out.append(strategy_spec(item, f"strategies[{i}]"))
+        except ConfigError as exc:  # "<key>: <what>", the key under strategies[i]
+            key, _, msg = str(exc).partition(": ")
+            raise c.fail(key, msg) from None
+    if len({s.canonical for s in out}) != len(out):
+        raise c.fail("strategies", "lists the same strategy twice")
+    for i, m in enumerate(methods):
+        if not any(s.composes_with(m.name) for s in out):
+            raise c.fail(
+                f"methods[{i}]",
+                f"{m.name} composes with none of the strategies listed; add none to strategies",
+            )
+    return tuple(out)
 
 
 def _data(c: _Checker, raw: Any) -> DataConfig:
@@ -534,14 +565,30 @@ def _data(c: _Checker, raw: Any) -> DataConfig:
         raise c.fail(
             "data.missing_train", f"must be 'error' or 'split-dev', got {_got(missing_train)}"
         )
+    fractions_raw = raw.get("train_fraction", 1.0)
+    if not isinstance(fractions_raw, list):
+        fractions_raw = [fractions_raw]
+    if not fractions_raw:
+        raise c.fail("data.train_fraction", "must be a number in (0, 1] or a non-empty list")
+    fractions = tuple(
+        c.number(
+            "data.train_fraction" + (f"[{i}]" if len(fractions_raw) > 1 else ""),
+            v,
+            lo=0.0,
+            hi=1.0,
+            lo_open=True,
+        )
+        for i, v in enumerate(fractions_raw)
+    )
+    if len(set(fractions)) != len(fractions):
+        raise c.fail("data.train_fraction", "lists the same fraction twice")
     return DataConfig(
         source=c.string("data.source", raw.get("source", "samples"), int_ok=True),
         languages=langs,
         max_train=c.integer("data.max_train", raw.get("max_train"), none_ok=True),
         max_eval=c.integer("data.max_eval", raw.get("max_eval"), none_ok=True),
-        train_fraction=c.number(
-            "data.train_fraction", raw.get("train_fraction", 1.0), lo=0.0, hi=1.0, lo_open=True
-        ),
+        train_fraction=fractions[0],
+        train_fractions=fractions,
         skip_invalid=_bool(c, "data.skip_invalid", raw.get("skip_invalid", False)),
         missing_train=missing_train,
         dev_fraction_for_train=c.number(
@@ -730,6 +777,10 @@ def _train(c: _Checker, raw: Any) -> TrainConfig:
         default = getattr(d, name)
         if name == "lr_head_lora" and v is None:
             kw[name] = None
+        elif name == "lora_head":
+            if v not in ("train", "frozen"):
+                raise c.fail(key, f"must be train or frozen, got {_got(v)}")
+            kw[name] = v
         elif name == "precision":
             if not isinstance(v, str) or v not in ("auto", "bf16", "fp32"):
                 raise c.fail(key, f"must be auto, bf16 or fp32, got {_got(v)}")
@@ -762,6 +813,8 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
             orders.append({"random": o.random_seed})
     data = dataclasses.asdict(cfg.data)
     data["languages"] = list(cfg.data.languages)
+    fractions = data.pop("train_fractions")
+    data["train_fraction"] = fractions[0] if len(fractions) == 1 else list(fractions)
     return {
         "name": cfg.name,
         "store": cfg.store,
@@ -773,7 +826,15 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
         "orders": orders,
         "seeds": list(cfg.seeds),
         "train": dataclasses.asdict(cfg.train),
+        "strategies": [
+            s.name if not s.params else {"name": s.name, **_plain(s.kwargs())}
+            for s in cfg.strategies
+        ],
     }
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 
 
 def dump_yaml(d: dict) -> str:

@@ -29,10 +29,22 @@ if TYPE_CHECKING:
 NOT_SCORE_KEYS: tuple[str, ...] = ("name", "store", "cache_dir", "train.cpu_threads")
 """Config keys that cannot change a score (documented in docs/config.md)."""
 
-GRID_KEYS: tuple[str, ...] = ("models", "methods", "ranks", "orders", "seeds")
+GRID_KEYS: tuple[str, ...] = (
+    "models",
+    "methods",
+    "ranks",
+    "orders",
+    "seeds",
+    "strategies",
+    "data.train_fraction",
+)
 """Config keys expanded into the run key's own fields (one run per combination)."""
 
 SETTINGS_DIGEST_LEN = 12
+
+LATER_KEYS: Mapping[str, Any] = {"train.lora_head": "train"}
+"""Settings added after stores existed, left out of the digest at these defaults, so the runs
+of an older store keep their ids (a non-default value is a new setting, in the digest)."""
 
 
 def _labels_digest() -> str:
@@ -63,7 +75,9 @@ def run_settings(cfg: ExperimentConfig, method: str, rank: int) -> dict[str, Any
     train = {
         k: v
         for k, v in d["train"].items()
-        if f"train.{k}" not in NOT_SCORE_KEYS and _applies(k, rank)
+        if f"train.{k}" not in NOT_SCORE_KEYS
+        and _applies(k, rank)
+        and not (f"train.{k}" in LATER_KEYS and LATER_KEYS[f"train.{k}"] == v)
     }
     if "lr_head_lora" in train and train["lr_head_lora"] is None:
         train["lr_head_lora"] = train["lr_lora"]

@@ -9,9 +9,11 @@ LoRA are one task per language.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +52,7 @@ class RunKey:
             parts.append(f"o{self.order}")
         parts.append(f"s{self.seed}")
         if self.strategy != "none":
-            parts.append(self.strategy)
+            parts.append(self.strategy.partition("(")[0])  # the parameters are in the digest
         if self.data_scale != 1.0:
             parts.append(f"d{self.data_scale:g}")
         return "_".join(parts) + "_" + digest
@@ -95,8 +97,13 @@ class Task:
 
 
 def plan(cfg: ExperimentConfig) -> list[Task]:
-    """Expand a config into tasks, in a deterministic order."""
-    langs = cfg.data.languages
+    """Expand a config into tasks, in a deterministic order.
+
+    Each method runs with every strategy it composes with (study/strategies.py) and every
+    data-scale fraction. A merging strategy on a per-language method (MONO, NON-SHARED LoRA)
+    is one ``joint`` task: it trains each language's model, merges them and tests the merged
+    model on every language (one F1 row, like MULTI).
+    """
     tasks: list[Task] = []
     for model in cfg.models:
         for seed in cfg.seeds:
@@ -104,44 +111,41 @@ def plan(cfg: ExperimentConfig) -> list[Task]:
                 kind = METHOD_KIND[method.name]
                 for rank in method.ranks:
                     settings = settings_digest(run_settings(cfg, method.name, rank))
-
-                    def key(
-                        order: str,
-                        *,
-                        method=method,
-                        rank=rank,
-                        model=model,
-                        seed=seed,
-                        settings=settings,
-                    ) -> RunKey:
-                        return RunKey(
-                            method=method.name,
-                            model=model,
-                            rank=rank,
-                            order=order,
-                            seed=seed,
-                            data_scale=cfg.data.train_fraction,
-                            settings=settings,
-                        )
-
-                    if kind == "sequential":
-                        for spec in cfg.orders:
-                            order = resolve_order(spec, langs)
-                            tasks.append(
-                                Task(
-                                    key(order_name(spec)),
-                                    kind,
-                                    langs,
-                                    order,
-                                    tuple(range(len(order))),
-                                )
+                    for strategy in cfg.strategies:
+                        if not strategy.composes_with(method.name):
+                            continue
+                        for fraction in cfg.data.train_fractions:
+                            key = functools.partial(
+                                RunKey,
+                                method=method.name,
+                                model=model,
+                                rank=rank,
+                                seed=seed,
+                                strategy=strategy.canonical,
+                                data_scale=fraction,
+                                settings=settings,
                             )
-                    elif kind == "joint":
-                        tasks.append(Task(key(""), kind, langs, ("all",), (0,)))
-                    else:
-                        for i in range(len(langs)):
-                            tasks.append(Task(key(""), kind, langs, langs, (i,)))
+                            tasks.extend(_tasks(cfg, kind, key, strategy.name))
     return tasks
+
+
+def _tasks(
+    cfg: ExperimentConfig, kind: str, key: Callable[..., RunKey], strategy: str
+) -> list[Task]:
+    langs = cfg.data.languages
+    if kind == "sequential":
+        out = []
+        for spec in cfg.orders:
+            order = resolve_order(spec, langs)
+            out.append(
+                Task(key(order=order_name(spec)), kind, langs, order, tuple(range(len(order))))
+            )
+        return out
+    if kind == "joint":
+        return [Task(key(order=""), kind, langs, ("all",), (0,))]
+    if strategy == "merge":  # per-language models merged into one, tested on every language
+        return [Task(key(order=""), "joint", langs, ("merged",), (0,))]
+    return [Task(key(order=""), kind, langs, langs, (i,)) for i in range(len(langs))]
 
 
 def format_plan(tasks: list[Task]) -> str:
