@@ -4,6 +4,7 @@ sub-word.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -153,3 +154,30 @@ def encode(
         empty_words=n_empty,
         truncated_words=truncated_words,
     )
+
+
+def concat_encoded(parts: list[tuple[Encoded, list[Any]]]) -> tuple[Encoded, list[Any]]:
+    """Concatenate (encoding, examples) pairs, in order (MULTI trains and early-stops on all
+    languages together; replay mixes earlier languages in)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0][0]
+    merged = {}
+    for f in dataclasses.fields(first):
+        vals = [getattr(p[0], f.name) for p in parts]
+        merged[f.name] = sum(vals) if isinstance(vals[0], int) else [x for v in vals for x in v]
+    return type(first)(**merged), [ex for p in parts for ex in p[1]]
+
+
+def subset_encoded(
+    enc: Encoded, examples: list[Any], idx: Sequence[int]
+) -> tuple[Encoded, list[Any]]:
+    """The examples ``idx`` of an encoding, in that order. The counters (truncated, empty
+    words) describe the whole set and are 0 in a subset."""
+    kw = {
+        f.name: 0
+        if isinstance(getattr(enc, f.name), int)
+        else [getattr(enc, f.name)[i] for i in idx]
+        for f in dataclasses.fields(enc)
+    }
+    return type(enc)(**kw), [examples[i] for i in idx]

@@ -57,8 +57,18 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+EXTRA = "strategy/"
+"""Prefix of a checkpoint's non-weight tensors: a strategy's state (run/hooks.py)."""
+
+
 def save_checkpoint(
-    model: torch.nn.Module, cfg: Any, run_id: str, step: int, *, n_steps: int | None = None
+    model: torch.nn.Module,
+    cfg: Any,
+    run_id: str,
+    step: int,
+    *,
+    n_steps: int | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Trainable weights after `step`, written atomically; checkpoints older than the previous
     one are removed, and so are the temporary files of this run's dead writers. A failed write
@@ -66,6 +76,7 @@ def save_checkpoint(
     path = checkpoint_path(cfg, run_id, step)
     files.clean_stale_tmp(path.parent)
     state = {n: p.detach().cpu() for n, p in _trainable(model).items()}
+    state.update({EXTRA + k: v.detach().cpu() for k, v in (extra or {}).items()})
     label = f"step {step + 1}/{n_steps}" if n_steps else f"step {step + 1}"
     files.atomic_write(
         path,
@@ -124,28 +135,31 @@ def read_checkpoint(model: torch.nn.Module, path: Path) -> dict[str, torch.Tenso
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointDamaged("not a dict of tensors")
     params = _trainable(model)
-    if set(state) != set(params):
-        missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    weights = {k for k in state if not k.startswith(EXTRA)}
+    if weights != set(params):
+        missing, extra = sorted(set(params) - weights), sorted(weights - set(params))
         raise CheckpointDamaged(
             f"its weights do not match the model ({len(missing)} missing, {len(extra)} unexpected"
             f"{', e.g. ' + (missing or extra)[0] if missing or extra else ''})"
         )
     for name, value in state.items():
-        if tuple(value.shape) != tuple(params[name].shape):
+        if name in params and tuple(value.shape) != tuple(params[name].shape):
             raise CheckpointDamaged(
                 f"{name} has shape {tuple(value.shape)}, the model {tuple(params[name].shape)}"
             )
     return state
 
 
-def load_checkpoint(model: torch.nn.Module, path: Path) -> None:
-    """Copy a checkpoint into `model`'s trainable weights; CheckpointDamaged (and the model
-    unchanged) if it cannot be used."""
+def load_checkpoint(model: torch.nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """Copy a checkpoint into `model`'s trainable weights and return its extra tensors (a
+    strategy's state); CheckpointDamaged (and the model unchanged) if it cannot be used."""
     state = read_checkpoint(model, path)
     params = _trainable(model)
     with torch.no_grad():
         for name, value in state.items():
-            params[name].copy_(value)
+            if name in params:
+                params[name].copy_(value)
+    return {k[len(EXTRA) :]: v for k, v in state.items() if k.startswith(EXTRA)}
 
 
 def latest_checkpoint(cfg: Any, run_id: str, before: int) -> tuple[int, Path] | None:
@@ -164,15 +178,23 @@ def _checkpoints(cfg: Any, run_id: str, before: int) -> list[tuple[int, Path]]:
 
 
 def resume_from_checkpoint(
-    model: torch.nn.Module, cfg: Any, run_id: str, before: int, *, n_steps: int, label: str = ""
+    model: torch.nn.Module,
+    cfg: Any,
+    run_id: str,
+    before: int,
+    *,
+    n_steps: int,
+    label: str = "",
+    on_extra: Any = None,
 ) -> int:
     """Load the newest usable checkpoint of a step < `before` into `model` and return the
     step to continue from (0 if none: recompute from scratch). A damaged checkpoint is logged
-    in one line and skipped, like a missing one."""
+    in one line and skipped, like a missing one. ``on_extra(tensors)`` receives the loaded
+    checkpoint's extra tensors (a strategy's state)."""
     who = label or run_id
     for step, path in _checkpoints(cfg, run_id, before):
         try:
-            load_checkpoint(model, path)
+            extra = load_checkpoint(model, path)
         except CheckpointDamaged as exc:
             log.warning(
                 "%s: checkpoint of step %d/%d (%s) is damaged (%s); skipped",
@@ -183,5 +205,7 @@ def resume_from_checkpoint(
                 exc,
             )
             continue
+        if on_extra is not None:
+            on_extra(extra)
         return step + 1
     return 0

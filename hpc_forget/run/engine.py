@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from hpc_forget import __version__, files
+from hpc_forget.models.encode import concat_encoded
 from hpc_forget.run.checkpoints import resume_from_checkpoint, save_checkpoint
 from hpc_forget.run.strategies import StepContext, Strategy, get_strategy
 from hpc_forget.run.training import Preempted, StepData, make_accelerator, train_step
@@ -212,20 +213,6 @@ class Workspace:
         return self._encoded[key]
 
 
-def _concat(parts: list[tuple[Any, list[Any]]]) -> tuple[Any, list[Any]]:
-    """Concatenate encodings (MULTI trains and early-stops on all languages together)."""
-    if len(parts) == 1:
-        return parts[0]
-    import dataclasses
-
-    first = parts[0][0]
-    merged = {}
-    for f in dataclasses.fields(first):
-        vals = [getattr(p[0], f.name) for p in parts]
-        merged[f.name] = sum(vals) if isinstance(vals[0], int) else [x for v in vals for x in v]
-    return type(first)(**merged), [ex for p in parts for ex in p[1]]
-
-
 # --------------------------------------------------------------------------------------------
 # running
 
@@ -273,8 +260,8 @@ def _run_step(
     def data_of(locale: str, split: str) -> tuple[Any, list[Any]]:
         return ws.encoded(path, locale, split, key.seed, key.data_scale)
 
-    train_enc, _ = _concat([data_of(loc, "train") for loc in train_langs])
-    dev_enc, dev_ex = _concat([data_of(loc, "dev") for loc in train_langs])
+    train_enc, _ = concat_encoded([data_of(loc, "train") for loc in train_langs])
+    dev_enc, dev_ex = concat_encoded([data_of(loc, "dev") for loc in train_langs])
     tok = ws.tokenizer(path)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     accelerator = make_accelerator(tc.precision, tc.cpu_threads)
@@ -289,6 +276,8 @@ def _run_step(
         seed=seed,
         state=state,
         earlier=tuple(task.steps[:step]) if task.kind == "sequential" else (),
+        run_seed=key.seed,
+        pad_id=pad_id,
         data_of=data_of,
     )
     data = strategy.before_step(
@@ -487,9 +476,19 @@ def run_task(
     if task.kind == "sequential":
         first, n = todo[0], len(task.steps)
         model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1))
+        if strategy.needs_initial:
+            state["initial"] = {
+                k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad
+            }
         # A missing or damaged checkpoint: recompute from the newest usable one (or step 1).
         start = resume_from_checkpoint(
-            model, cfg, task.run_id, first, n_steps=n, label=task.task_id
+            model,
+            cfg,
+            task.run_id,
+            first,
+            n_steps=n,
+            label=task.task_id,
+            on_extra=lambda t: strategy.load_state_tensors(t, state),
         )
         if start < first:
             log.info(
@@ -507,7 +506,8 @@ def run_task(
             # missing checkpoint; put_step is idempotent.
             ctx = run_step(model, path, step)
             if is_main_process():
-                save_checkpoint(model, cfg, task.run_id, step, n_steps=n)
+                extra = strategy.state_tensors(state)
+                save_checkpoint(model, cfg, task.run_id, step, n_steps=n, extra=extra)
             ran += 1
         strategy.after_run(model, ctx)
         return ran
