@@ -1,4 +1,4 @@
-"""The strategies table: config entries, canonical run-key text, the grid axis."""
+"""study/strategies.py (named apart from tests/run/test_strategies.py): the strategies table, config entries, canonical run-key text, the grid axis."""
 
 from __future__ import annotations
 
