@@ -26,7 +26,7 @@ from hpc_forget.study.methods import FULL_ONLY_METHODS, LORA_METHODS, METHOD_NAM
 from hpc_forget.study.orders import PAPER_ORDERS, OrderSpec, resolve_order
 from hpc_forget.study.strategies import NONE, StrategySpec, strategy_spec
 
-BUILTIN_CONFIGS = ("demo", "quick", "paper")
+BUILTIN_CONFIGS = ("demo", "quick", "paper", "strategies")
 
 
 @dataclass(frozen=True)
