@@ -291,3 +291,86 @@ def format_params(rows: Sequence[Row], title: str | None = None) -> str:
         "copy). models: independently trained copies (MONO, NON-SHARED: one per language).",
     ]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PresetSize:
+    """One line of `hpc-forget params --presets`: a preset's shape and sizes (plain counts).
+
+    full: one model in the paper's convention (encoder with pooler). lora: rank -> one LoRA
+    adapter in the paper's convention (every linear layer, pooler included)."""
+
+    preset: str
+    hub_id: str
+    model_type: str
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    vocab: int
+    positions: int
+    full: int
+    lora: Mapping[int, int]
+
+
+def preset_sizes(ranks: Sequence[int] = (32, 64, 256), num_labels: int = 111) -> list[PresetSize]:
+    """Every preset's shape and one-model sizes, in :data:`PRESET_SPECS` order (no torch)."""
+    out = []
+    for name, spec in PRESET_SPECS.items():
+        c = spec.config
+        counts = encoder_counts(c, lora_ranks(ranks), num_labels)
+        out.append(
+            PresetSize(
+                name,
+                spec.hub_id,
+                spec.model_type,
+                int(c["num_hidden_layers"]),
+                int(c["hidden_size"]),
+                int(c["intermediate_size"]),
+                int(c["num_attention_heads"]),
+                int(c["vocab_size"]),
+                int(c["max_position_embeddings"]),
+                counts.full_paper,
+                dict(counts.lora_paper),
+            )
+        )
+    return out
+
+
+def format_presets(sizes: Sequence[PresetSize]) -> str:
+    """A plain-text table of :func:`preset_sizes` (parameters in millions, two decimals)."""
+    ranks = sorted({r for s in sizes for r in s.lora})
+    header = ("preset", "hub id", "type", "L", "h", "i", "heads", "vocab", "pos", "full")
+    header += tuple(f"LoRA r{r}" for r in ranks)
+    body = [
+        (
+            s.preset,
+            s.hub_id,
+            s.model_type,
+            str(s.layers),
+            str(s.hidden),
+            str(s.intermediate),
+            str(s.heads),
+            f"{s.vocab:,}",
+            str(s.positions),
+            f"{s.full / 1e6:,.2f}",
+            *(f"{s.lora[r] / 1e6:,.2f}" for r in ranks),
+        )
+        for s in sizes
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def fmt(line: Sequence[str]) -> str:
+        return "  ".join(
+            f"{c:<{w}}" if i < 3 else f"{c:>{w}}"
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+
+    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in body]
+    lines += [
+        "",
+        "Parameters in millions, the paper's convention (the encoder with its pooler; one LoRA",
+        "adapter on every linear layer incl. the pooler). L layers, h hidden, i intermediate.",
+        "Per method: hpc-forget params --model PRESET.",
+    ]
+    return "\n".join(lines)
