@@ -42,7 +42,7 @@ from hpc_forget.study.planning import RunKey
 
 METRICS_BUDGET_S = 5.0
 FULL_BUDGET_S = 30.0
-MODELS = ("xlm-roberta-base", "multilingual-e5-base")
+MODELS = ("xlm-roberta-base", "multilingual-e5-large-instruct")  # the paper config's models
 GRID: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("multi", (0, 32, 64, 256)),
     ("mono", (0,)),

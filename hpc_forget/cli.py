@@ -163,16 +163,30 @@ def data_inspect(source: str, locales: tuple[str, ...], as_json: bool) -> None:
     type=click.IntRange(min=1),
     help="Languages (MONO / NON-SHARED).",
 )
+@click.option(
+    "--presets", "list_presets", is_flag=True, help="Every preset: hub id, shape and size."
+)
 @click.option("--json", "as_json", is_flag=True)
-def params_cmd(model: str, languages: int, as_json: bool) -> None:
-    """The paper's Table 1 Params column, beside what this implementation trains."""
-    from hpc_forget.models.counts import params_for
-    from hpc_forget.models.params import format_params
+def params_cmd(model: str, languages: int, list_presets: bool, as_json: bool) -> None:
+    """The paper's Table 1 Params column, beside what this implementation trains.
 
+    Presets: xlm-roberta-base, xlm-roberta-large, multilingual-e5-small, multilingual-e5-base,
+    multilingual-e5-large, multilingual-e5-large-instruct (--presets lists their shapes).
+    """
+    import dataclasses
+
+    from hpc_forget.models.counts import params_for
+    from hpc_forget.models.params import format_params, format_presets, preset_sizes
+
+    if list_presets:
+        sizes = preset_sizes()
+        if as_json:
+            _echo_json([dataclasses.asdict(s) for s in sizes])
+        else:
+            click.echo(format_presets(sizes))
+        return
     rows = params_for(model, n_languages=languages)
     if as_json:
-        import dataclasses
-
         _echo_json([dataclasses.asdict(r) for r in rows])
     else:
         click.echo(format_params(rows))

@@ -40,6 +40,26 @@ def test_params_prints_table_1():
         assert figure in r.output
 
 
+def test_params_lists_every_preset():
+    from hpc_forget.models.params import PRESETS
+
+    r = run("params", "--presets")
+    assert r.exit_code == 0
+    lines = {line.split()[0]: line.split() for line in r.output.splitlines() if line.strip()}
+    for preset, hub in PRESETS.items():
+        assert lines[preset][1] == hub
+    assert lines["xlm-roberta-large"][-4:] == ["559.89", "14.22", "28.44", "113.77"]
+    assert lines["multilingual-e5-small"][-4:] == ["117.65", "2.68", "5.36", "21.43"]
+    sizes = {s["preset"]: s for s in json.loads(run("params", "--presets", "--json").output)}
+    assert sizes["multilingual-e5-large-instruct"]["full"] == 559_890_432
+    assert sizes["multilingual-e5-base"]["lora"]["32"] == 5_357_568
+    # each preset's own table; --help names them all
+    large = run("params", "--model", "multilingual-e5-large-instruct").output
+    assert "MULTI              -       1          -       559.89     558.95" in large
+    help_text = " ".join(run("params", "--help").output.split())
+    assert all(preset in help_text for preset in PRESETS)
+
+
 def test_data_inspect_samples_json():
     r = run("data", "inspect", "samples", "--json")
     report = json.loads(r.output)
@@ -183,6 +203,8 @@ LIGHT_COMMANDS = [
     ["plan", "paper", "--json"],
     ["params"],
     ["params", "--model", "multilingual-e5-base", "--languages", "3", "--json"],
+    ["params", "--model", "multilingual-e5-small"],
+    ["params", "--presets"],
 ]
 
 

@@ -184,14 +184,15 @@ def default_params(key: Mapping[str, Any], n_languages: int) -> float | None:
     from its shape alone (:func:`hpc_forget.models.params.encoder_counts`); None for any other model.
     Never imports torch and never touches the network. Pass ``params=`` to :func:`analyze` to
     supply your own callable ``(key, n_languages) -> M``."""
-    from hpc_forget.models.params import PRESETS, XLMR_BASE_CONFIG, encoder_counts
+    from hpc_forget.models.params import encoder_counts, preset_config, preset_name
     from hpc_forget.study.config import split_revision
 
     model, _ = split_revision(str(key.get("model", "")))
-    if model not in PRESETS and model not in PRESETS.values():
+    preset = preset_name(model)
+    if preset is None:
         return None
     rank = int(key.get("rank", 0) or 0)
-    counts = encoder_counts(XLMR_BASE_CONFIG, [rank] if rank else [], num_labels=111)
+    counts = encoder_counts(preset_config(preset), [rank] if rank else [], num_labels=111)
     one = counts.lora_paper[rank] if rank else counts.full_paper
     copies = n_languages if METHOD_KIND.get(str(key.get("method", ""))) == "per-language" else 1
     return one * copies / 1e6

@@ -18,8 +18,9 @@ import torch
 
 from hpc_forget.errors import ModelError, first_line
 from hpc_forget.models.params import (
+    PRESET_SPECS,
     PRESETS,
-    XLMR_BASE_CONFIG,
+    preset_config,
 )
 
 if TYPE_CHECKING:  # heavy imports stay lazy where the module is only imported for a name
@@ -474,12 +475,12 @@ def load_config(
     num_labels: int | None = None,
 ) -> PretrainedConfig:
     """The model config of a spec; presets and "tiny" come from built-in values (no download)."""
-    from transformers import AutoConfig, XLMRobertaConfig
+    from transformers import AutoConfig
 
     extra = {} if num_labels is None else {"num_labels": num_labels}
     name, _ = pinned_revision(spec, revision)
     if name in PRESETS:
-        return XLMRobertaConfig(**XLMR_BASE_CONFIG, **extra)
+        return AutoConfig.for_model(PRESET_SPECS[name].model_type, **preset_config(name), **extra)
     if name == TINY:
         return tiny_config(4000, num_labels or 2)
     source, is_local, revision = _resolve_source(spec, cache_dir=cache_dir, revision=revision)

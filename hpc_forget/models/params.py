@@ -1,10 +1,12 @@
 """Model presets, their shapes, and the parameter counts of the paper's Table 1 — no torch.
 
+The presets (:data:`PRESET_SPECS`): XLM-R base and large, and the multilingual E5 family
+(small, base, large, large-instruct), each with the values of its public ``config.json``.
 `hpc-forget params` for a preset needs only the preset's shape: the counts of a BERT-style
 encoder (XLM-R, E5) are closed-form sums over its layers, so the command starts without
 importing torch or transformers. Other models (hub ids, paths, ``tiny``) are counted by
 `hpc_forget.models.counts.params_table`, which builds the model on the ``meta`` device and hands the
-counts to :func:`build_rows`; tests/test_models.py checks that both agree.
+counts to :func:`build_rows`; tests/models/test_params.py checks that both agree.
 """
 
 from __future__ import annotations
@@ -14,11 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpc_forget.study.methods import DISPLAY_NAME
-
-PRESETS: dict[str, str] = {
-    "xlm-roberta-base": "FacebookAI/xlm-roberta-base",
-    "multilingual-e5-base": "intfloat/multilingual-e5-base",
-}
 
 # The public config.json of xlm-roberta-base (multilingual-e5-base has the same shapes), so
 # that `params` and planning work with no download.
@@ -39,6 +36,78 @@ XLMR_BASE_CONFIG: dict[str, Any] = {
     "bos_token_id": 0,
     "eos_token_id": 2,
 }
+
+# The public config.json of xlm-roberta-large (multilingual-e5-large and
+# multilingual-e5-large-instruct, fine-tuned from it, have the same shapes).
+XLMR_LARGE_CONFIG: dict[str, Any] = {
+    **XLMR_BASE_CONFIG,
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+}
+
+# The public config.json of multilingual-e5-small: a BERT (model_type "bert", from
+# microsoft/Multilingual-MiniLM-L12-H384) with XLM-R's SentencePiece vocabulary (250,037
+# pieces), two token types and 512 positions.
+E5_SMALL_CONFIG: dict[str, Any] = {
+    "vocab_size": 250037,
+    "hidden_size": 384,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A built-in model: its hub id, its transformers ``model_type`` and its config's shape."""
+
+    hub_id: str
+    model_type: str
+    config: Mapping[str, Any]
+
+
+PRESET_SPECS: dict[str, Preset] = {
+    "xlm-roberta-base": Preset("FacebookAI/xlm-roberta-base", "xlm-roberta", XLMR_BASE_CONFIG),
+    "xlm-roberta-large": Preset("FacebookAI/xlm-roberta-large", "xlm-roberta", XLMR_LARGE_CONFIG),
+    "multilingual-e5-small": Preset("intfloat/multilingual-e5-small", "bert", E5_SMALL_CONFIG),
+    "multilingual-e5-base": Preset(
+        "intfloat/multilingual-e5-base", "xlm-roberta", XLMR_BASE_CONFIG
+    ),
+    "multilingual-e5-large": Preset(
+        "intfloat/multilingual-e5-large", "xlm-roberta", XLMR_LARGE_CONFIG
+    ),
+    "multilingual-e5-large-instruct": Preset(
+        "intfloat/multilingual-e5-large-instruct", "xlm-roberta", XLMR_LARGE_CONFIG
+    ),
+}
+
+#: Preset name -> hub id.
+PRESETS: dict[str, str] = {name: p.hub_id for name, p in PRESET_SPECS.items()}
+
+
+def preset_name(model: str) -> str | None:
+    """The preset a name or a preset's hub id stands for (``"intfloat/multilingual-e5-base"``
+    -> ``"multilingual-e5-base"``), else None. A pinned ``@REVISION`` must be split off first."""
+    if model in PRESET_SPECS:
+        return model
+    return next((name for name, p in PRESET_SPECS.items() if p.hub_id == model), None)
+
+
+def preset_config(preset: str) -> dict[str, Any]:
+    """A copy of a preset's config values (for its transformers config class); KeyError if
+    ``preset`` is not a preset name."""
+    return dict(PRESET_SPECS[preset].config)
+
 
 #: The shape keys the counts depend on (and that decide whether the paper's figures apply).
 SHAPE_KEYS = (
@@ -177,10 +246,10 @@ def preset_params_table(
     num_labels: int = 111,
 ) -> list[Row]:
     """`params_table` for a preset (``xlm-roberta-base``, ...), from its shape alone."""
-    if preset not in PRESETS:
-        raise KeyError(preset)
-    counts = encoder_counts(XLMR_BASE_CONFIG, lora_ranks(ranks), num_labels)
-    return build_rows(counts, n_languages=n_languages, published=n_languages == 52)
+    shape = preset_config(preset)
+    counts = encoder_counts(shape, lora_ranks(ranks), num_labels)
+    published = is_xlmr_base_shape(shape) and n_languages == 52
+    return build_rows(counts, n_languages=n_languages, published=published)
 
 
 def format_params(rows: Sequence[Row], title: str | None = None) -> str:
@@ -220,5 +289,88 @@ def format_params(rows: Sequence[Row], title: str | None = None) -> str:
         "not counted). ours: what hpc-forget trains (token classification: no pooler; LoRA on",
         "the encoder's linear layers; the classifier, hidden*labels+labels, in every trained",
         "copy). models: independently trained copies (MONO, NON-SHARED: one per language).",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PresetSize:
+    """One line of `hpc-forget params --presets`: a preset's shape and sizes (plain counts).
+
+    full: one model in the paper's convention (encoder with pooler). lora: rank -> one LoRA
+    adapter in the paper's convention (every linear layer, pooler included)."""
+
+    preset: str
+    hub_id: str
+    model_type: str
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    vocab: int
+    positions: int
+    full: int
+    lora: Mapping[int, int]
+
+
+def preset_sizes(ranks: Sequence[int] = (32, 64, 256), num_labels: int = 111) -> list[PresetSize]:
+    """Every preset's shape and one-model sizes, in :data:`PRESET_SPECS` order (no torch)."""
+    out = []
+    for name, spec in PRESET_SPECS.items():
+        c = spec.config
+        counts = encoder_counts(c, lora_ranks(ranks), num_labels)
+        out.append(
+            PresetSize(
+                name,
+                spec.hub_id,
+                spec.model_type,
+                int(c["num_hidden_layers"]),
+                int(c["hidden_size"]),
+                int(c["intermediate_size"]),
+                int(c["num_attention_heads"]),
+                int(c["vocab_size"]),
+                int(c["max_position_embeddings"]),
+                counts.full_paper,
+                dict(counts.lora_paper),
+            )
+        )
+    return out
+
+
+def format_presets(sizes: Sequence[PresetSize]) -> str:
+    """A plain-text table of :func:`preset_sizes` (parameters in millions, two decimals)."""
+    ranks = sorted({r for s in sizes for r in s.lora})
+    header = ("preset", "hub id", "type", "L", "h", "i", "heads", "vocab", "pos", "full")
+    header += tuple(f"LoRA r{r}" for r in ranks)
+    body = [
+        (
+            s.preset,
+            s.hub_id,
+            s.model_type,
+            str(s.layers),
+            str(s.hidden),
+            str(s.intermediate),
+            str(s.heads),
+            f"{s.vocab:,}",
+            str(s.positions),
+            f"{s.full / 1e6:,.2f}",
+            *(f"{s.lora[r] / 1e6:,.2f}" for r in ranks),
+        )
+        for s in sizes
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def fmt(line: Sequence[str]) -> str:
+        return "  ".join(
+            f"{c:<{w}}" if i < 3 else f"{c:>{w}}"
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+
+    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in body]
+    lines += [
+        "",
+        "Parameters in millions, the paper's convention (the encoder with its pooler; one LoRA",
+        "adapter on every linear layer incl. the pooler). L layers, h hidden, i intermediate.",
+        "Per method: hpc-forget params --model PRESET.",
     ]
     return "\n".join(lines)

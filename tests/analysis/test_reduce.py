@@ -170,6 +170,10 @@ def test_preset_params_by_arithmetic_match_the_paper():
         assert round(reduce.default_params(key, 52), 2) == paper, (method, rank)
     key = {"model": "intfloat/multilingual-e5-base", "method": "shared_lora", "rank": 32}
     assert reduce.default_params(key, 52) == pytest.approx(5.357568)
+    # a large preset counts with its own shape (24 layers, hidden 1024), by name or hub id
+    for model in ("multilingual-e5-large-instruct", "intfloat/multilingual-e5-large-instruct@abc"):
+        key = {"model": model, "method": "multi", "rank": 0}
+        assert reduce.default_params(key, 52) == pytest.approx(559.890432)
     assert reduce.default_params({"model": "tiny", "method": "multi", "rank": 0}, 3) is None
 
 

@@ -160,6 +160,30 @@ def test_model_from_a_local_folder_loads_offline_from_the_cache(
     assert again.find("model", "xlm-roberta-base").revision == item.revision
 
 
+def test_paper_models_are_prefetched_under_their_hub_ids(tmp_path, model_folder, monkeypatch):
+    """The paper config's models (XLM-R base, E5 large instruct) go into the cache under their
+    hub ids, and a job loads them offline by preset name."""
+    from hpc_forget.models.params import PRESETS
+    from hpc_forget.study.config import load_config
+
+    cfg = load_config("paper", overrides={"store": str(tmp_path / "store")})
+    assert cfg.models == ("xlm-roberta-base", "multilingual-e5-large-instruct")
+    assert all(P.model_needs_fetch(m) for m in PRESETS)
+    cache = tmp_path / "cache"
+    rec = P.prefetch(cfg, cache, sources={m: str(model_folder) for m in cfg.models})
+    for model in cfg.models:
+        item = rec.find("model", model)
+        assert item is not None and len(item.revision) == 40
+        repo = cache / ("models--" + PRESETS[model].replace("/", "--"))
+        assert (repo / "refs" / "main").read_text() == item.revision
+    assert P.check_prefetched(cfg, cache) == cfg
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from hpc_forget.models.hub import load_model
+
+    model = load_model("multilingual-e5-large-instruct", ["O", "B-time"], cache_dir=str(cache))
+    assert model.config.num_labels == 2
+
+
 def test_hub_models_are_pinned_and_the_pin_is_kept(tmp_path, model_folder, monkeypatch):
     """The Hub call is replaced by a copy into the cache layout; what is checked is which
     revision prefetch asks for and what it records."""

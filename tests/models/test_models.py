@@ -18,6 +18,7 @@ from hpc_forget.models import tiny
 from hpc_forget.models.counts import params_table
 from hpc_forget.models.encode import Encoded, encode
 from hpc_forget.models.hub import (
+    hub_id,
     load_config,
     load_model,
     load_tokenizer,
@@ -53,12 +54,41 @@ def one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:
 # ------------------------------------------------------------------------- specs, offline
 
 
-def test_presets_are_xlmr_hub_ids() -> None:
-    assert PRESETS["xlm-roberta-base"] == "FacebookAI/xlm-roberta-base"
-    assert PRESETS["multilingual-e5-base"] == "intfloat/multilingual-e5-base"
-    for preset in PRESETS:
-        cfg = load_config(preset)  # built in: no download
-        assert (cfg.model_type, cfg.hidden_size, cfg.vocab_size) == ("xlm-roberta", 768, 250002)
+# preset -> (hub id, model_type, layers, hidden, intermediate, heads, vocab, positions, types),
+# from each model's public config.json
+PUBLISHED_SHAPES = {
+    "xlm-roberta-base": ("FacebookAI/xlm-roberta-base", "xlm-roberta", 12, 768, 3072, 12, 250002, 514, 1),
+    "xlm-roberta-large": ("FacebookAI/xlm-roberta-large", "xlm-roberta", 24, 1024, 4096, 16, 250002, 514, 1),
+    "multilingual-e5-small": ("intfloat/multilingual-e5-small", "bert", 12, 384, 1536, 12, 250037, 512, 2),
+    "multilingual-e5-base": ("intfloat/multilingual-e5-base", "xlm-roberta", 12, 768, 3072, 12, 250002, 514, 1),
+    "multilingual-e5-large": ("intfloat/multilingual-e5-large", "xlm-roberta", 24, 1024, 4096, 16, 250002, 514, 1),
+    "multilingual-e5-large-instruct": (
+        "intfloat/multilingual-e5-large-instruct", "xlm-roberta", 24, 1024, 4096, 16, 250002, 514, 1,
+    ),
+}  # fmt: skip
+
+
+def _no_texts() -> list[str]:
+    raise AssertionError("texts are needed only for tiny")
+
+
+def test_presets_resolve_to_their_hub_ids_and_shapes(tmp_path: Path) -> None:
+    assert set(PRESETS) == set(PUBLISHED_SHAPES)
+    for preset, (hub, model_type, *shape) in PUBLISHED_SHAPES.items():
+        assert PRESETS[preset] == hub_id(preset) == hub
+        assert hub_id(f"{preset}@abc") == hub
+        assert resolve_model_spec(preset, texts_fn=_no_texts, cache_dir=tmp_path) == hub
+        cfg = load_config(preset, num_labels=111)  # built in: no download
+        assert cfg.model_type == model_type and cfg.num_labels == 111
+        assert [
+            cfg.num_hidden_layers,
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.num_attention_heads,
+            cfg.vocab_size,
+            cfg.max_position_embeddings,
+            cfg.type_vocab_size,
+        ] == shape, preset
 
 
 @pytest.mark.parametrize("loader", ["model", "tokenizer", "config"])

@@ -9,6 +9,7 @@ from hpc_forget.models.params import (
     XLMR_BASE_CONFIG,
     build_rows,
     encoder_counts,
+    preset_name,
     preset_params_table,
 )
 
@@ -58,3 +59,36 @@ def test_counts_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+# The one-model count (paper convention: the encoder with its pooler) of each preset, the
+# figure `hpc-forget params` prints for MULTI; the hub's model cards round them to 278M, 560M
+# and 118M.
+FULL_MODEL = {
+    "xlm-roberta-base": 278_043_648,
+    "multilingual-e5-base": 278_043_648,
+    "xlm-roberta-large": 559_890_432,
+    "multilingual-e5-large": 559_890_432,
+    "multilingual-e5-large-instruct": 559_890_432,
+    "multilingual-e5-small": 117_653_760,
+}
+
+
+@pytest.mark.parametrize("preset", sorted(FULL_MODEL))
+def test_preset_sizes(preset):
+    rows = {(r.method, r.rank): r for r in preset_params_table(preset)}
+    assert rows[("multi", 0)].paper == FULL_MODEL[preset]
+    base_shape = FULL_MODEL[preset] == FULL_MODEL["xlm-roberta-base"]
+    # the paper's printed figures belong to the XLM-R base shape only
+    assert (rows[("multi", 0)].published == 278.04) is base_shape
+    assert all(r.published is None for r in rows.values()) is not base_shape
+
+
+def test_every_preset_is_listed():
+    assert set(PRESETS) == set(FULL_MODEL)
+    assert PRESETS["multilingual-e5-large-instruct"] == "intfloat/multilingual-e5-large-instruct"
+    assert preset_name("intfloat/multilingual-e5-small") == "multilingual-e5-small"
+    assert preset_name("multilingual-e5-large") == "multilingual-e5-large"
+    assert preset_name("org/other") is None
+    with pytest.raises(KeyError):
+        preset_params_table("org/other")

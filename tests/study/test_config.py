@@ -63,6 +63,23 @@ def test_yaml_and_toml_give_the_same_config(tmp_path):
     assert load_config(y) == load_config(t)
 
 
+def test_paper_compares_xlmr_base_with_e5_large_instruct():
+    """The paper's "E5 instruct (Wang et al., 2024)" is that report's only instruct model."""
+    from hpc_forget.models.params import PRESETS, preset_config
+    from hpc_forget.study.planning import plan
+
+    cfg = load_config("paper")
+    assert cfg.models == ("xlm-roberta-base", "multilingual-e5-large-instruct")
+    assert PRESETS[cfg.models[1]] == "intfloat/multilingual-e5-large-instruct"
+    assert preset_config(cfg.models[1])["num_hidden_layers"] == 24  # the XLM-R large shape
+    tasks = plan(cfg)
+    by_model = {m: [t for t in tasks if t.key.model == m] for m in cfg.models}
+    assert set(by_model) == {t.key.model for t in tasks}
+    # the same grid for both models: multi 4 ranks + mono 52 + vanilla 5 + shared 15 + nonshared 156
+    assert [len(v) for v in by_model.values()] == [232, 232]
+    assert "multilingual-e5-base" in PRESETS  # kept as a preset, not in the paper config
+
+
 def test_defaults_are_the_papers():
     cfg = load_config("paper")
     t = cfg.train
