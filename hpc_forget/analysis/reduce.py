@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpc_forget.analysis import metrics as M
+from hpc_forget.analysis.compare import compare_strategies
 from hpc_forget.analysis.load import StoreData
 from hpc_forget.analysis.options import DEFAULTS, AnalysisOptions
 from hpc_forget.study import languages as L
@@ -537,7 +538,10 @@ def compute_metrics(
         "missing": missing,
         "problems": problems,
     }
-    return _clean(out)
+    cleaned = _clean(out)
+    # each strategy against none, from the per-run values above (analysis/compare.py)
+    cleaned["strategy_comparison"] = _clean(compare_strategies(cleaned))
+    return cleaned
 
 
 def _groupings(rec: Mapping[str, Any], vit: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
