@@ -249,3 +249,11 @@ def compare_strategies(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
             _per_language(entry, s_runs, n_runs, resamples, seed)
         out.append(entry)
     return out
+
+
+def comparison_entries(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The metrics dict's ``strategy_comparison``; computed by :func:`compare_strategies`
+    for a metrics.json written before the comparison existed."""
+    if "strategy_comparison" in metrics:
+        return list(metrics["strategy_comparison"] or [])
+    return compare_strategies(metrics)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpc_forget.analysis import metrics as M
+from hpc_forget.analysis.compare import COMPARED, comparison_entries
 from hpc_forget.analysis.load import StoreData
 from hpc_forget.analysis.reduce import as_float, slug
 from hpc_forget.study import languages as L
@@ -307,6 +308,57 @@ def fig4(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
     ]
 
 
+def strategy_figure(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
+    """Forest plot of each strategy against none: one panel per compared metric, a row per
+    strategy group, the paired difference (strategy - none) with its 95% CI; a row that has
+    no difference says why (no pair, n/a). Nothing when the store holds only none."""
+    entries = comparison_entries(metrics)
+    if not entries:
+        return []
+    multi = len({e["key"]["model"] for e in entries}) > 1
+    labels = [
+        _ascii(f"{e['label']} ({e['key']['model']})" if multi else e["label"]) for e in entries
+    ]
+    n = len(entries)
+    fig = _new_figure(
+        2.6 * len(COMPARED) + 0.055 * max(len(x) for x in labels) + 0.5, 0.45 * n + 1.4
+    )
+    axes = fig.subplots(1, len(COMPARED), sharey=True, squeeze=False)[0]
+    y = np.arange(n)[::-1]
+    for ax, (name, title) in zip(axes, COMPARED, strict=True):
+        scale, unit = (1.0, "") if name in ("cbt", "cft") else (100.0, " (pts)")
+        for yi, e in zip(y, entries, strict=True):
+            c = e["metrics"][name]
+            dif = c.get("difference") or {}
+            if dif.get("mean") is None:
+                why = "n/a" if str(c.get("status") or "").startswith("n/a") else "no pair"
+                ax.text(0, yi, why, ha="center", va="center", fontsize=7, color="0.45")
+                continue
+            m = dif["mean"] * scale
+            if dif.get("ci_low") is not None:
+                lo, hi = dif["ci_low"] * scale, dif["ci_high"] * scale
+                ax.errorbar(m, yi, xerr=[[m - lo], [hi - m]], fmt="o", color="tab:blue", capsize=3)
+            else:  # no CI (too few orders): a hollow marker
+                ax.plot(m, yi, "o", mfc="none", color="tab:blue")
+        ax.axvline(0, color="k", lw=0.7)
+        ax.set_title(f"{title}: strategy - none{unit}", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_ylim(-0.7, n - 0.3)
+    axes[0].set_yticks(y, labels, fontsize=7)
+    return [
+        _save(
+            fig,
+            d,
+            "strategy_comparison",
+            "Strategies against none on the same method, model, rank, data scale and orders: "
+            "the paired difference strategy - none (F1 and MBT_0 in F1 points, CBT and CFT as "
+            "fractions; right of 0 = better than none), with its 95% bootstrap CI (hollow: too "
+            "few orders for an interval; 'no pair': no none run to pair with; 'n/a': not "
+            "defined for a merged per-language method).",
+        )
+    ]
+
+
 def fig5_6(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
     """MBT (Fig. 5) and MFT (Fig. 6) heatmaps of every sequential group: hops x languages,
     languages sorted by their mean over hops, descending."""
@@ -481,7 +533,7 @@ def _figure_job(
         return fig7(data, metrics, d, png_limit, pdf=False)
     if job == "heatmaps":
         return fig5_6(metrics, d)
-    return fig2(metrics, d) + fig3(metrics, d) + fig4(metrics, d)
+    return fig2(metrics, d) + fig3(metrics, d) + fig4(metrics, d) + strategy_figure(metrics, d)
 
 
 # longest first: with 2 workers the shares finish close together
@@ -490,7 +542,7 @@ _JOBS = ("fig7-pdf", "heatmaps", "plots", "fig7-png")
 
 def _order_figures(results: Iterable[list[FigureInfo]]) -> list[FigureInfo]:
     figs = [f for r in results for f in r]
-    rank = {"fig2": 0, "fig3": 1, "fig4": 2, "fig5": 3, "fig6": 4, "fig7": 5}
+    rank = {"fig2": 0, "fig3": 1, "fig4": 2, "stra": 2.5, "fig5": 3, "fig6": 4, "fig7": 5}
     return sorted(figs, key=lambda f: (rank.get(f.name[:4], 9), f.name.startswith("fig7_R_all")))
 
 
@@ -517,7 +569,8 @@ class FigureWork:
     def __init__(
         self, data: StoreData, metrics: Mapping[str, Any], d: Path, png_limit: int, workers: int
     ) -> None:
-        for old in [*d.glob("fig[2-7]_*.png"), *d.glob("fig[2-7]_*.pdf")]:
+        stale = [*d.glob("fig[2-7]_*.png"), *d.glob("fig[2-7]_*.pdf")]
+        for old in stale + [d / "strategy_comparison.png", d / "strategy_comparison.pdf"]:
             old.unlink(missing_ok=True)  # figures of an earlier analysis into the same folder
         self.jobs = [(j, data, metrics, d, png_limit) for j in _JOBS]
         self.ex = None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_forget.analysis import metrics as M
-from hpc_forget.analysis.compare import COMPARED, compare_strategies
+from hpc_forget.analysis.compare import COMPARED, comparison_entries
 from hpc_forget.analysis.reduce import as_float, mean_of, method_label
 from hpc_forget.study import languages as L
 
@@ -491,14 +491,6 @@ def _fmt_value_ci(s: Mapping[str, Any] | None, scale: float, digits: int) -> str
     if k is not None and k < M.MIN_CI_UNITS:
         return f"{m} ({k} unit{'s' * (k != 1)}, no CI)"
     return f"{m} (no CI)"
-
-
-def comparison_entries(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The metrics dict's ``strategy_comparison`` (computed here for a metrics.json written
-    before it existed)."""
-    if "strategy_comparison" in metrics:
-        return list(metrics["strategy_comparison"] or [])
-    return compare_strategies(metrics)
 
 
 def strategy_comparison_table(metrics: Mapping[str, Any]) -> Table:
