@@ -332,7 +332,16 @@ def strategy_figure(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
             dif = c.get("difference") or {}
             if dif.get("mean") is None:
                 why = "n/a" if str(c.get("status") or "").startswith("n/a") else "no pair"
-                ax.text(0, yi, why, ha="center", va="center", fontsize=7, color="0.45")
+                ax.text(
+                    0.5,
+                    yi,
+                    why,
+                    transform=ax.get_yaxis_transform(),  # x: the panel's middle; y: the row
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="0.45",
+                )
                 continue
             m = dif["mean"] * scale
             if dif.get("ci_low") is not None:
