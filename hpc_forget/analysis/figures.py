@@ -71,6 +71,21 @@ def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii")
 
 
+LABEL_MAX = 60
+"""Longer group labels (a strategy's canonical text can be long) are cut in legends and tick
+labels: the first characters, "...", and 6 hex of a digest, so cut labels stay distinct."""
+
+
+def _label(text: str, limit: int = LABEL_MAX) -> str:
+    """``text`` as ASCII, cut to ``limit`` characters (:data:`LABEL_MAX`)."""
+    text = _ascii(text)
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    return f"{text[: limit - 10]}...#{hashlib.sha256(text.encode()).hexdigest()[:6]}"
+
+
 def _save(fig, d: Path, name: str, caption: str, png: bool = True, pdf: bool = True) -> FigureInfo:
     p_png = d / f"{name}.png" if png else None
     p_pdf = d / f"{name}.pdf" if pdf else None
@@ -191,7 +206,7 @@ def fig2(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
             y, s = _arr(c["mean"]) * 100, _arr(c["std"]) * 100
             x = np.arange(1, len(y) + 1)
             seq = "mft" in g
-            (line,) = ax.plot(x, y, ls="-" if seq else ":", lw=1.5, label=_ascii(g["label"]))
+            (line,) = ax.plot(x, y, ls="-" if seq else ":", lw=1.5, label=_label(g["label"]))
             if seq and np.any(~np.isnan(s)):
                 ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.15, lw=0)
         ax.set_title(_ascii(model))
@@ -292,7 +307,7 @@ def fig4(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
             capsize=2,
         )
     ax.set_xticks(
-        range(len(labels)), [_ascii(x) for x in labels], rotation=30, ha="right", fontsize=8
+        range(len(labels)), [_label(x) for x in labels], rotation=30, ha="right", fontsize=8
     )
     ax.set_ylabel("F1 (%)")
     ax.legend(fontsize=8)
@@ -317,7 +332,7 @@ def strategy_figure(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
         return []
     multi = len({e["key"]["model"] for e in entries}) > 1
     labels = [
-        _ascii(f"{e['label']} ({e['key']['model']})" if multi else e["label"]) for e in entries
+        _label(f"{e['label']} ({e['key']['model']})" if multi else e["label"], 90) for e in entries
     ]
     n = len(entries)
     fig = _new_figure(

@@ -70,6 +70,21 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
 
 
+GROUP_ID_MAX = 96
+"""A group id is part of figure file names: a longer one (a strategy's canonical text can be
+long, e.g. freeze with many listed prefixes) is cut and ends in a digest of the whole."""
+
+
+def short_id(text: str, limit: int = GROUP_ID_MAX) -> str:
+    """``text`` if at most ``limit`` characters, else its first ones, "-" and 8 hex of its
+    sha256 (distinct texts stay distinct)."""
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    return f"{text[: limit - 9]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def group_key(key: Mapping[str, Any]) -> tuple:
     """What identifies a group of runs averaged together (over orders and seeds): the fields
     of :data:`GROUP_FIELDS`, the settings digest last."""
@@ -410,6 +425,7 @@ def compute_metrics(
         gid = slug(f"{method}_{model.rstrip('/').split('/')[-1]}_r{rank}_{strategy}_d{scale:g}")
         if sg["of_cell"] > 1:
             gid += f"_s{digest or 'none'}"
+        gid = short_id(gid)
         while gid in used_ids:
             gid += "x"
         used_ids.add(gid)

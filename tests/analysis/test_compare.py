@@ -272,3 +272,76 @@ def test_table_figure_and_report(tmp_path):
     text = report.write_report(none_only, plain, tables.build_tables(plain), figs, tmp_path)
     text = text.read_text(encoding="utf-8")
     assert "Strategies against none" not in text
+
+
+LONG_FREEZE = (
+    "freeze(k=2,listed=" + "+".join(f"encoder.layer.{i}" for i in range(12)) + ",part=listed)"
+)
+
+
+@pytest.mark.filterwarnings("error:constrained_layout not applied")  # long labels are cut
+def test_several_strategies_through_a_store_and_every_table_and_figure(tmp_path):
+    """Each strategy is its own row / series in every table and figure; nothing crashes
+    (a long canonical text, a merged per-language run, a strategy with no none pair)."""
+    pytest.importorskip("hpc_forget.store.store")
+    from hpc_forget.analysis import entry
+    from hpc_forget.store.store import Store
+
+    runs = several_strategies() + [
+        seq(S1, ORDER1, "1", LONG_FREEZE),
+        seq(S2, ORDER2, "2", LONG_FREEZE),
+    ]
+    store = Store(tmp_path / "results")
+    for run in runs:
+        store.put_run(
+            run.run_id,
+            key=run.key,
+            kind=run.kind,
+            languages=run.languages,
+            steps=run.steps,
+            labels=["O"],
+            config={"test": True},
+        )
+        for i in range(run.R.shape[0]):
+            row = {
+                lang: float(v) for lang, v in zip(run.languages, run.R[i], strict=True) if v == v
+            }
+            if row:
+                store.put_step(run.run_id, i, scores=row, dev_curve=[], meta={}, provenance={})
+    out = tmp_path / "analysis"
+    m = entry.analyze(tmp_path / "results", out, AnalysisOptions(bootstrap=20), workers=1)
+    groups = m["groups"]
+    assert len(groups) == 7 and len({g["id"] for g in groups}) == 7
+    assert all(len(g["id"]) <= reduce.GROUP_ID_MAX for g in groups)
+    labels = {g["label"] for g in groups}
+    assert len(labels) == 7 and f"VANILLA [{LONG_FREEZE}]" in labels
+    ts = {t.name: t for t in tables.build_tables(m)}
+    seq_labels = {g["label"] for g in groups if g["kind"] == "sequential"}
+    # Table 1 and 2: one row per group (rank-0 rows by label, LoRA rows under a section)
+    t1 = [r[0] for i, r in enumerate(ts["table1"].rows) if i not in ts["table1"].section_rows]
+    assert len(t1) == 7
+    assert {x for x in t1 if not x.startswith("r = ")} == {
+        g["label"] for g in groups if not g["key"]["rank"]
+    }
+    t2 = [r[0] for i, r in enumerate(ts["table2"].rows) if i not in ts["table2"].section_rows]
+    assert len(t2) == len(seq_labels)
+    assert {r[1] for r in ts["conventions"].rows} == seq_labels
+    assert set(ts["per_language_f1"].columns[6:]) == labels
+    for name in ("headline", "groupings"):
+        assert {r[0] for r in ts[name].rows} == {g["id"] for g in groups}, name
+    for name in ("hop_transfer", "per_language_transfer"):
+        assert {r[0] for r in ts[name].rows} == {
+            g["id"] for g in groups if g["kind"] == "sequential"
+        }, name
+    compared = {r[0] for r in ts["strategy_comparison"].rows}
+    assert compared == {g["label"] for g in groups if g["key"]["strategy"] != "none"}
+    figs = out / "figures"
+    for g in groups:
+        if g["kind"] == "sequential":
+            for prefix in ("fig3_change", "fig5_mbt", "fig6_mft"):
+                assert (figs / f"{prefix}_{g['id']}.png").is_file(), (prefix, g["id"])
+    assert (figs / "strategy_comparison.png").is_file()
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Strategies against none" in html
+    for lab in labels:
+        assert lab.replace("&", "&amp;") in html
