@@ -1,4 +1,5 @@
-"""Fig. 2-7 as PNG and PDF (matplotlib, Agg canvas, no pyplot): :func:`write_figures`."""
+"""Fig. 2-7 and the strategy comparison as PNG and PDF (matplotlib, Agg canvas, no pyplot):
+:func:`write_figures`."""
 
 from __future__ import annotations
 
@@ -654,7 +655,8 @@ def write_figures(
     fig7_png_limit: int = FIG7_PNG_LIMIT,
     workers: int | None = None,
 ) -> list[FigureInfo]:
-    """Write Fig. 2-7 under out_dir/figures/ (PNG and PDF).
+    """Write Fig. 2-7 (and the strategy comparison, with strategies) under out_dir/figures/
+    (PNG and PDF).
 
     ``workers`` processes share the work (default: 2, or 1 on a one-core machine).
     """

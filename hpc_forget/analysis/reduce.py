@@ -1,7 +1,7 @@
 """Reduce runs to the metrics dict written as metrics.json (pure: no files, no store).
 
 :func:`compute_metrics` — the store's RunRecords -> per-run metrics, per-group mean/std/bootstrap CI,
-per-language MFT/MBT, groupings; :func:`attach_params` fills Table 1's Params column. Also the
+per-language MFT/MBT, groupings, each strategy against none (:mod:`~hpc_forget.analysis.compare`); :func:`attach_params` fills Table 1's Params column. Also the
 small helpers the tables and figures share (grouping, labels, NaN-tolerant means).
 See docs/metrics.md (formulas).
 """
@@ -369,6 +369,8 @@ def compute_metrics(
     """Every metric of the store as a JSON-ready dict (the content of metrics.json).
 
     Pure. NaN is written as null. Table 1's params are added by :func:`attach_params`.
+    ``strategy_comparison``: :func:`~hpc_forget.analysis.compare.compare_strategies` of the
+    result (``[]`` when every group's strategy is none).
     ``options.p_set`` is eq. 9's (P_avg, Fig. 3) reading of P, ``options.hop_p_set`` eq.
     13-14's (MFT, MBT).
     """
