@@ -4,7 +4,8 @@
 
 Writes DIR/figures/: fig2 (average F1 vs learned languages), fig3 (change per language),
 fig4 (models compared), fig5/fig6 (MBT/MFT heatmaps), fig7 (R heatmaps: one PDF page per
-sequential run, PNGs for the first --fig7-png). See docs/analysis.md.
+sequential run, PNGs for the first --fig7-png), and strategy_comparison (each strategy against
+none, only when the store holds strategies). See docs/analysis.md.
 """
 
 from __future__ import annotations

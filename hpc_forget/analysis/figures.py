@@ -1,4 +1,5 @@
-"""Fig. 2-7 as PNG and PDF (matplotlib, Agg canvas, no pyplot): :func:`write_figures`."""
+"""Fig. 2-7 and the strategy comparison as PNG and PDF (matplotlib, Agg canvas, no pyplot):
+:func:`write_figures`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpc_forget.analysis import metrics as M
+from hpc_forget.analysis.compare import COMPARED, comparison_entries
 from hpc_forget.analysis.load import StoreData
 from hpc_forget.analysis.reduce import as_float, slug
 from hpc_forget.study import languages as L
@@ -68,6 +70,21 @@ def _pdf_fonts() -> Iterator[None]:
 
 def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii")
+
+
+LABEL_MAX = 60
+"""Longer group labels (a strategy's canonical text can be long) are cut in legends and tick
+labels: the first characters, "...", and 6 hex of a digest, so cut labels stay distinct."""
+
+
+def _label(text: str, limit: int = LABEL_MAX) -> str:
+    """``text`` as ASCII, cut to ``limit`` characters (:data:`LABEL_MAX`)."""
+    text = _ascii(text)
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    return f"{text[: limit - 10]}...#{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def _save(fig, d: Path, name: str, caption: str, png: bool = True, pdf: bool = True) -> FigureInfo:
@@ -190,7 +207,7 @@ def fig2(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
             y, s = _arr(c["mean"]) * 100, _arr(c["std"]) * 100
             x = np.arange(1, len(y) + 1)
             seq = "mft" in g
-            (line,) = ax.plot(x, y, ls="-" if seq else ":", lw=1.5, label=_ascii(g["label"]))
+            (line,) = ax.plot(x, y, ls="-" if seq else ":", lw=1.5, label=_label(g["label"]))
             if seq and np.any(~np.isnan(s)):
                 ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.15, lw=0)
         ax.set_title(_ascii(model))
@@ -291,7 +308,7 @@ def fig4(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
             capsize=2,
         )
     ax.set_xticks(
-        range(len(labels)), [_ascii(x) for x in labels], rotation=30, ha="right", fontsize=8
+        range(len(labels)), [_label(x) for x in labels], rotation=30, ha="right", fontsize=8
     )
     ax.set_ylabel("F1 (%)")
     ax.legend(fontsize=8)
@@ -303,6 +320,66 @@ def fig4(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
             "fig4_models",
             "Fig. 4: the base models compared: Table 1 F1 per method "
             "(error bars: std over orders and seeds).",
+        )
+    ]
+
+
+def strategy_figure(metrics: Mapping[str, Any], d: Path) -> list[FigureInfo]:
+    """Forest plot of each strategy against none: one panel per compared metric, a row per
+    strategy group, the paired difference (strategy - none) with its 95% CI; a row that has
+    no difference says why (no pair, n/a). Nothing when the store holds only none."""
+    entries = comparison_entries(metrics)
+    if not entries:
+        return []
+    multi = len({e["key"]["model"] for e in entries}) > 1
+    labels = [
+        _label(f"{e['label']} ({e['key']['model']})" if multi else e["label"], 90) for e in entries
+    ]
+    n = len(entries)
+    fig = _new_figure(
+        2.6 * len(COMPARED) + 0.055 * max(len(x) for x in labels) + 0.5, 0.45 * n + 1.4
+    )
+    axes = fig.subplots(1, len(COMPARED), sharey=True, squeeze=False)[0]
+    y = np.arange(n)[::-1]
+    for ax, (name, title) in zip(axes, COMPARED, strict=True):
+        scale, unit = (1.0, "") if name in ("cbt", "cft") else (100.0, " (pts)")
+        for yi, e in zip(y, entries, strict=True):
+            c = e["metrics"][name]
+            dif = c.get("difference") or {}
+            if dif.get("mean") is None:
+                why = "n/a" if str(c.get("status") or "").startswith("n/a") else "no pair"
+                ax.text(
+                    0.5,
+                    yi,
+                    why,
+                    transform=ax.get_yaxis_transform(),  # x: the panel's middle; y: the row
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="0.45",
+                )
+                continue
+            m = dif["mean"] * scale
+            if dif.get("ci_low") is not None:
+                lo, hi = dif["ci_low"] * scale, dif["ci_high"] * scale
+                ax.errorbar(m, yi, xerr=[[m - lo], [hi - m]], fmt="o", color="tab:blue", capsize=3)
+            else:  # no CI (too few orders): a hollow marker
+                ax.plot(m, yi, "o", mfc="none", color="tab:blue")
+        ax.axvline(0, color="k", lw=0.7)
+        ax.set_title(f"{title}: strategy - none{unit}", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_ylim(-0.7, n - 0.3)
+    axes[0].set_yticks(y, labels, fontsize=7)
+    return [
+        _save(
+            fig,
+            d,
+            "strategy_comparison",
+            "Strategies against none on the same method, model, rank, data scale and orders: "
+            "the paired difference strategy - none (F1 and MBT_0 in F1 points, CBT and CFT as "
+            "fractions; right of 0 = better than none), with its 95% bootstrap CI (hollow: too "
+            "few orders for an interval; 'no pair': no none run to pair with; 'n/a': not "
+            "defined for a merged per-language method).",
         )
     ]
 
@@ -481,7 +558,7 @@ def _figure_job(
         return fig7(data, metrics, d, png_limit, pdf=False)
     if job == "heatmaps":
         return fig5_6(metrics, d)
-    return fig2(metrics, d) + fig3(metrics, d) + fig4(metrics, d)
+    return fig2(metrics, d) + fig3(metrics, d) + fig4(metrics, d) + strategy_figure(metrics, d)
 
 
 # longest first: with 2 workers the shares finish close together
@@ -490,7 +567,7 @@ _JOBS = ("fig7-pdf", "heatmaps", "plots", "fig7-png")
 
 def _order_figures(results: Iterable[list[FigureInfo]]) -> list[FigureInfo]:
     figs = [f for r in results for f in r]
-    rank = {"fig2": 0, "fig3": 1, "fig4": 2, "fig5": 3, "fig6": 4, "fig7": 5}
+    rank = {"fig2": 0, "fig3": 1, "fig4": 2, "stra": 2.5, "fig5": 3, "fig6": 4, "fig7": 5}
     return sorted(figs, key=lambda f: (rank.get(f.name[:4], 9), f.name.startswith("fig7_R_all")))
 
 
@@ -517,7 +594,8 @@ class FigureWork:
     def __init__(
         self, data: StoreData, metrics: Mapping[str, Any], d: Path, png_limit: int, workers: int
     ) -> None:
-        for old in [*d.glob("fig[2-7]_*.png"), *d.glob("fig[2-7]_*.pdf")]:
+        stale = [*d.glob("fig[2-7]_*.png"), *d.glob("fig[2-7]_*.pdf")]
+        for old in stale + [d / "strategy_comparison.png", d / "strategy_comparison.pdf"]:
             old.unlink(missing_ok=True)  # figures of an earlier analysis into the same folder
         self.jobs = [(j, data, metrics, d, png_limit) for j in _JOBS]
         self.ex = None
@@ -577,7 +655,8 @@ def write_figures(
     fig7_png_limit: int = FIG7_PNG_LIMIT,
     workers: int | None = None,
 ) -> list[FigureInfo]:
-    """Write Fig. 2-7 under out_dir/figures/ (PNG and PDF).
+    """Write Fig. 2-7 (and the strategy comparison, with strategies) under out_dir/figures/
+    (PNG and PDF).
 
     ``workers`` processes share the work (default: 2, or 1 on a one-core machine).
     """

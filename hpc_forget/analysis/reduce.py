@@ -1,7 +1,7 @@
 """Reduce runs to the metrics dict written as metrics.json (pure: no files, no store).
 
 :func:`compute_metrics` — the store's RunRecords -> per-run metrics, per-group mean/std/bootstrap CI,
-per-language MFT/MBT, groupings; :func:`attach_params` fills Table 1's Params column. Also the
+per-language MFT/MBT, groupings, each strategy against none (:mod:`~hpc_forget.analysis.compare`); :func:`attach_params` fills Table 1's Params column. Also the
 small helpers the tables and figures share (grouping, labels, NaN-tolerant means).
 See docs/metrics.md (formulas).
 """
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpc_forget.analysis import metrics as M
+from hpc_forget.analysis.compare import compare_strategies
 from hpc_forget.analysis.load import StoreData
 from hpc_forget.analysis.options import DEFAULTS, AnalysisOptions
 from hpc_forget.study import languages as L
@@ -67,6 +68,21 @@ def slug(text: str) -> str:
     """``text`` as a file-name part: runs of other characters than letters, digits and dots
     become one "-"."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
+
+
+GROUP_ID_MAX = 96
+"""A group id is part of figure file names: a longer one (a strategy's canonical text can be
+long, e.g. freeze with many listed prefixes) is cut and ends in a digest of the whole."""
+
+
+def short_id(text: str, limit: int = GROUP_ID_MAX) -> str:
+    """``text`` if at most ``limit`` characters, else its first ones, "-" and 8 hex of its
+    sha256 (distinct texts stay distinct)."""
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    return f"{text[: limit - 9]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def group_key(key: Mapping[str, Any]) -> tuple:
@@ -354,6 +370,8 @@ def compute_metrics(
     """Every metric of the store as a JSON-ready dict (the content of metrics.json).
 
     Pure. NaN is written as null. Table 1's params are added by :func:`attach_params`.
+    ``strategy_comparison``: :func:`~hpc_forget.analysis.compare.compare_strategies` of the
+    result (``[]`` when every group's strategy is none).
     ``options.p_set`` is eq. 9's (P_avg, Fig. 3) reading of P, ``options.hop_p_set`` eq.
     13-14's (MFT, MBT).
     """
@@ -410,6 +428,7 @@ def compute_metrics(
         gid = slug(f"{method}_{model.rstrip('/').split('/')[-1]}_r{rank}_{strategy}_d{scale:g}")
         if sg["of_cell"] > 1:
             gid += f"_s{digest or 'none'}"
+        gid = short_id(gid)
         while gid in used_ids:
             gid += "x"
         used_ids.add(gid)
@@ -538,7 +557,10 @@ def compute_metrics(
         "missing": missing,
         "problems": problems,
     }
-    return _clean(out)
+    cleaned = _clean(out)
+    # each strategy against none, from the per-run values above (analysis/compare.py)
+    cleaned["strategy_comparison"] = _clean(compare_strategies(cleaned))
+    return cleaned
 
 
 def _groupings(rec: Mapping[str, Any], vit: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:

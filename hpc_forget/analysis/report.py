@@ -46,6 +46,40 @@ def _provenance_summary(run: RunRecord) -> dict[str, list[str]]:
     return vals
 
 
+STRATEGY_FIGURE = "strategy_comparison"
+
+
+def _figure_html(f: FigureInfo) -> str:
+    e = html.escape
+    if f.png is not None and f.png.exists():
+        b64 = base64.b64encode(f.png.read_bytes()).decode("ascii")
+        return (
+            f"<figure id='{e(f.name)}'><img alt='{e(f.name)}' src='data:image/png;base64,{b64}'>"
+            f"<figcaption>{e(f.caption)}</figcaption></figure>"
+        )
+    if f.pdf is not None:
+        return f"<p>{e(f.caption)} Not embedded: see <code>figures/{e(f.pdf.name)}</code>.</p>"
+    return ""
+
+
+def _strategies_section(table: Table, figures: Sequence[FigureInfo]) -> str:
+    """Each strategy against none: how to read it, the forest plot and the table."""
+    fig = next((f for f in figures if f.name == STRATEGY_FIGURE), None)
+    return (
+        "<h2 id='strategies'>Strategies against none</h2>"
+        "<p>Each anti-forgetting strategy is paired with the <code>none</code> runs of the same "
+        "method, model, rank, data scale and settings: run by run on the same order and seed "
+        "(sequential methods), or language by language against each language's own model "
+        "(a per-language method merged after training: final F1 only). &Delta; is the mean "
+        "over the pairs of strategy &minus; none, right of 0 (positive) = better than none "
+        "for every metric; its 95% CI is a paired bootstrap of the orders (or languages), so "
+        "an interval that excludes 0 is a difference the orders agree on. A row that could "
+        "not be paired says why. See docs/analysis.md.</p>"
+        + (_figure_html(fig) if fig is not None else "")
+        + table_html(table)
+    )
+
+
 def write_report(
     data: StoreData,
     metrics: Mapping[str, Any],
@@ -82,9 +116,12 @@ def write_report(
             f"<p class='warn'>{len(metrics['missing'])} run(s) are incomplete ({n_missing} missing cells): "
             "see <a href='#missing'>Missing cells</a>.</p>"
         )
+    compared = next((t for t in tables if t.name == "strategy_comparison" and t.rows), None)
+    if compared is not None:
+        parts.append(_strategies_section(compared, figures))
     parts.append("<h2>Tables</h2>")
     for t in tables:
-        if t.name == "missing" and not t.rows:
+        if (t.name == "missing" and not t.rows) or t.name == "strategy_comparison":
             continue
         if t.name in (
             "per_language_f1",
@@ -98,16 +135,9 @@ def write_report(
             parts.append(table_html(t))
     parts.append("<h2>Figures</h2>")
     for f in figures:
-        if f.png is not None and f.png.exists():
-            b64 = base64.b64encode(f.png.read_bytes()).decode("ascii")
-            parts.append(
-                f"<figure id='{e(f.name)}'><img alt='{e(f.name)}' src='data:image/png;base64,{b64}'>"
-                f"<figcaption>{e(f.caption)}</figcaption></figure>"
-            )
-        elif f.pdf is not None:
-            parts.append(
-                f"<p>{e(f.caption)} Not embedded: see <code>figures/{e(f.pdf.name)}</code>.</p>"
-            )
+        if f.name == STRATEGY_FIGURE:
+            continue
+        parts.append(_figure_html(f))
     # provenance
     parts.append("<h2>Runs, configuration and provenance</h2>")
     gl = {g["id"]: g for g in metrics["groups"]}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_forget.analysis import metrics as M
+from hpc_forget.analysis.compare import COMPARED, comparison_entries
 from hpc_forget.analysis.reduce import as_float, mean_of, method_label
 from hpc_forget.study import languages as L
 
@@ -471,11 +472,121 @@ def missing_table(metrics: Mapping[str, Any]) -> Table:
     )
 
 
+_COMPARE_SCALE = {
+    "f1": (100.0, 2, "%"),
+    "cbt": (1.0, 3, ""),
+    "cft": (1.0, 3, ""),
+    "mbt_0": (100.0, 2, "pts"),
+}
+
+
+def _fmt_value_ci(s: Mapping[str, Any] | None, scale: float, digits: int) -> str:
+    """``mean [low, high]``; ``mean (k units, no CI)`` when too few units for an interval."""
+    if not s or s.get("mean") is None:
+        return "-"
+    m = _fmt(s["mean"], scale, digits)
+    if s.get("ci_low") is not None:
+        return f"{m} [{_fmt(s['ci_low'], scale, digits)}, {_fmt(s['ci_high'], scale, digits)}]"
+    k = s.get("ci_units")
+    if k is not None and k < M.MIN_CI_UNITS:
+        return f"{m} ({k} unit{'s' * (k != 1)}, no CI)"
+    return f"{m} (no CI)"
+
+
+def strategy_comparison_table(metrics: Mapping[str, Any]) -> Table:
+    """Each strategy against none on the same method, model, rank, data scale, settings and
+    orders: final F1, CBT, CFT and MBT_0, the strategy's and none's value and the paired
+    difference, each with its bootstrap CI (analysis/compare.py)."""
+    with_model = _multi_model(metrics)
+    cols = (["Model"] if with_model else []) + [
+        "Method",
+        "Metric",
+        "Strategy [95% CI]",
+        "none [95% CI]",
+        "Δ strategy - none [95% CI]",
+        "Pairs",
+        "Note",
+    ]
+    rows: list[list[str]] = []
+    csv_rows: list[list[Any]] = []
+    names = dict(COMPARED)
+    for e in comparison_entries(metrics):
+        for name, c in e["metrics"].items():
+            scale, digits, unit = _COMPARE_SCALE.get(name, (1.0, 3, ""))
+            note = c.get("status") or ""
+            if not c.get("status") and e.get("unpaired"):
+                note = "unpaired: " + "; ".join(e["unpaired"])
+            unit_word = {"order": "orders", "language": "languages"}.get(e.get("unit") or "", "")
+            pairs = f"{c['pairs']} ({unit_word})" if c["pairs"] and unit_word else str(c["pairs"])
+            rows.append(
+                ([e["key"]["model"]] if with_model else [])
+                + [
+                    e["label"],
+                    names.get(name, name) + (f" ({unit})" if unit else ""),
+                    _fmt_value_ci(c.get("strategy"), scale, digits),
+                    _fmt_value_ci(c.get("none"), scale, digits),
+                    _fmt_value_ci(c.get("difference"), scale, digits),
+                    pairs,
+                    note,
+                ]
+            )
+            d: dict[str, Any] = {
+                "group": e["group"],
+                "none_group": e.get("none_group") or "",
+                "model": e["key"]["model"],
+                "method": e["label"],
+                "strategy": e["key"]["strategy"],
+                "metric": name,
+                "scale": scale,
+                "unit": e.get("unit") or "",
+                "pairs": c["pairs"],
+            }
+            for side in ("strategy", "none", "difference"):
+                s = c.get(side) or {}
+                for k in ("mean", "ci_low", "ci_high"):
+                    v = s.get(k)
+                    d[f"{side}_{k}"] = "" if v is None else v * scale
+                d[f"{side}_n"] = s.get("n", 0)
+            d["status"] = note
+            csv_rows.append(list(d.values()))
+    csv_cols = (
+        ["group", "none_group", "model", "method", "strategy", "metric", "scale", "unit", "pairs"]
+        + [
+            f"{side}_{k}"
+            for side in ("strategy", "none", "difference")
+            for k in ("mean", "ci_low", "ci_high", "n")
+        ]
+        + ["status"]
+    )
+    b = metrics["settings"]["bootstrap"]
+    conv = metrics["settings"]["convention"]
+    return Table(
+        "strategy_comparison",
+        "Strategies against none on the same method, model, rank, data scale and orders: "
+        "value and paired difference, with 95% bootstrap CIs",
+        cols,
+        rows,
+        csv_cols,
+        csv_rows,
+        note=(
+            f"F1 in %, CBT and CFT (convention: {conv}) as fractions, MBT_0 in F1 points; "
+            "higher is better for all. Δ: the mean over pairs of strategy - none; its CI is a "
+            f"paired percentile bootstrap, {b['resamples']} resamples, seed {b['seed']}, of "
+            "the pairs' orders (seeds within an order), or of the languages for a merged "
+            "per-language method; no CI with fewer than "
+            f"{M.MIN_CI_UNITS} units. The three columns are over the same pairs."
+        ),
+    )
+
+
 def build_tables(metrics: Mapping[str, Any]) -> list[Table]:
-    """Every table of the report, from a metrics dict."""
+    """Every table of the report, from a metrics dict (``strategy_comparison`` only when
+    the store holds a strategy other than none)."""
+    compared = [strategy_comparison_table(metrics)] if comparison_entries(metrics) else []
     return [
         table1(metrics),
         table2(metrics),
+        *compared,
         headline_table(metrics),
         conventions_table(metrics),
         groupings_table(metrics),
@@ -577,6 +688,10 @@ def write_tables(metrics: Mapping[str, Any], out_dir: str | Path) -> list[Table]
     d = Path(out_dir) / "tables"
     d.mkdir(parents=True, exist_ok=True)
     tables = build_tables(metrics)
+    names = {t.name for t in tables}
+    for ext in ("csv", "md", "tex"):  # a table of an earlier analysis into the same folder
+        if "strategy_comparison" not in names:
+            (d / f"strategy_comparison.{ext}").unlink(missing_ok=True)
     for t in tables:
         with open(d / f"{t.name}.csv", "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
