@@ -8,7 +8,7 @@ from _strategy_runs import run_strategy, scores, strategy_cfg
 
 from hpc_forget.errors import ConfigError, ModelError
 from hpc_forget.run import merging as M
-from hpc_forget.run.checkpoints import checkpoint_dir
+from hpc_forget.run.checkpoints import checkpoint_dir, checkpoint_path
 from hpc_forget.run.engine import Preempted, run_task
 from hpc_forget.run.hooks import StepContext
 from hpc_forget.run.strategies import get_strategy
@@ -256,6 +256,14 @@ def test_interrupted_shared_lora_merge_chain_resumes_to_the_same_scores(
     assert store.done_steps(task.run_id) == {0}
     assert run_task(task, cfg, store) == 1
     assert scores(store, store.run(task.run_id)) == scores(whole, rec)
+    # and the weights themselves: adapters, head and the merged base weights (strategy/base/)
+    last = [
+        torch.load(checkpoint_path(c, task.run_id, 1), weights_only=True)
+        for c in (cfg, strategy_cfg(tmp_path / "whole", tiny_model_dir, strategy, "shared_lora"))
+    ]
+    assert any(k.startswith("strategy/base/") for k in last[0])
+    assert last[0].keys() == last[1].keys()
+    assert all(torch.equal(last[0][k], last[1][k]) for k in last[0])
 
 
 @pytest.mark.parametrize(
