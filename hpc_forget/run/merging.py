@@ -454,6 +454,7 @@ class Merge(Strategy):
         st = ctx.state
         modules = lora_modules(model)
         bases = live_bases(model, modules)  # frozen: the same before and after the step
+        st["bases"] = bases  # what state_tensors saves (the parameters, after any device move)
         before = MergeView(modules, st["previous"], bases)
         after = MergeView(modules, live_trained(model), bases)
         initial = (
