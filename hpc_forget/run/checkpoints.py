@@ -6,11 +6,17 @@ index; messages say "step 3/4" for index 2). Written atomically through
 the newest two are kept, so a damaged newest checkpoint (truncated zip, bad pickle, wrong
 names or shapes) falls back to the one before it, or to recomputing from scratch: the engine
 recomputes the steps in between exactly as an uninterrupted chain would have.
+
+A post-hoc merge (MONO / NON-SHARED LoRA + merge, one ``joint`` task) keeps each language's
+trained weights in ``language-<index:03d>-<locale>.pt`` with its training record in a
+``.json`` beside it, so a rerun after a preemption continues with the next language, and the
+merge reads the states memory-mapped; they are removed once the merged step is stored.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,10 @@ __all__ = [
     "load_checkpoint",
     "latest_checkpoint",
     "resume_from_checkpoint",
+    "language_state_path",
+    "save_language_state",
+    "load_language_state",
+    "remove_language_states",
 ]
 
 log = logging.getLogger("hpc_forget")
@@ -124,11 +134,14 @@ def _torch_save(state: dict[str, torch.Tensor], tmp: Path) -> None:
             raise rec.error
 
 
-def read_checkpoint(model: torch.nn.Module, path: Path) -> dict[str, torch.Tensor]:
+def read_checkpoint(
+    model: torch.nn.Module, path: Path, *, mmap: bool = False
+) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors, checked against `model` (same trainable names and shapes);
-    CheckpointDamaged otherwise. Nothing is copied into the model."""
+    CheckpointDamaged otherwise. Nothing is copied into the model. ``mmap``: the tensors are
+    memory-mapped from the file (read when used)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, I/O error ...
         text = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
         raise CheckpointDamaged(f"unreadable ({type(exc).__name__}: {text})") from None
@@ -209,3 +222,65 @@ def resume_from_checkpoint(
             on_extra(extra)
         return step + 1
     return 0
+
+
+def language_state_path(cfg: Any, run_id: str, index: int, locale: str) -> Path:
+    """<store>/checkpoints/<run_id>/language-<index:03d>-<locale>.pt (a post-hoc merge)."""
+    return checkpoint_dir(cfg, run_id) / f"language-{index:03d}-{locale}.pt"
+
+
+def save_language_state(
+    model: torch.nn.Module, cfg: Any, run_id: str, index: int, locale: str, meta: dict[str, Any]
+) -> Path:
+    """One language's trained weights (the trainable ones, CPU) and its training record
+    ``meta`` (JSON), each written atomically, the record last: a language is done when both
+    are there. A failed write is a one-line StoreError."""
+    path = language_state_path(cfg, run_id, index, locale)
+    files.clean_stale_tmp(path.parent)
+    state = {n: p.detach().cpu() for n, p in _trainable(model).items()}
+    what = f"the trained weights of {locale} for the merge of {run_id}"
+    files.atomic_write(
+        path, lambda tmp: _torch_save(state, tmp), what, fix="move the store", error=StoreError
+    )
+    files.atomic_write(
+        path.with_suffix(".json"),
+        json.dumps(meta, sort_keys=True).encode(),
+        what,
+        fix="move the store",
+        error=StoreError,
+    )
+    return path
+
+
+def load_language_state(
+    model: torch.nn.Module, cfg: Any, run_id: str, index: int, locale: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """(weights memory-mapped, record) of a language saved by :func:`save_language_state`, or
+    None when it is missing or cannot be used (logged in one line): train it again."""
+    path = language_state_path(cfg, run_id, index, locale)
+    record = path.with_suffix(".json")
+    if not path.is_file() or not record.is_file():
+        return None
+    try:
+        state = read_checkpoint(model, path, mmap=True)
+        meta = json.loads(record.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise CheckpointDamaged("its record is not a JSON object")
+    except (CheckpointDamaged, OSError, ValueError) as exc:
+        log.warning(
+            "%s: saved weights of %s (%s) are damaged (%s); trained again",
+            run_id,
+            locale,
+            path,
+            exc,
+        )
+        return None
+    return {k: v for k, v in state.items() if not k.startswith(EXTRA)}, meta
+
+
+def remove_language_states(cfg: Any, run_id: str) -> None:
+    """Remove a post-hoc merge's per-language states (once its merged step is stored)."""
+    folder = checkpoint_dir(cfg, run_id)
+    if folder.is_dir():
+        for p in folder.glob("language-*"):
+            p.unlink(missing_ok=True)

@@ -24,15 +24,31 @@ from typing import Any
 import torch
 
 from hpc_forget import __version__, files
+from hpc_forget.errors import ConfigError
 from hpc_forget.models.encode import concat_encoded
-from hpc_forget.run.checkpoints import resume_from_checkpoint, save_checkpoint
-from hpc_forget.run.strategies import StepContext, Strategy, get_strategy
+from hpc_forget.run.checkpoints import (
+    load_language_state,
+    remove_language_states,
+    resume_from_checkpoint,
+    save_checkpoint,
+    save_language_state,
+)
+from hpc_forget.run.merging import (
+    Merge,
+    MergeView,
+    live_bases,
+    live_trained,
+    lora_modules,
+    merge_into,
+)
+from hpc_forget.run.strategies import NoStrategy, StepContext, Strategy, get_strategy
 from hpc_forget.run.training import Preempted, StepData, make_accelerator, train_step
 from hpc_forget.store.store import Store
 from hpc_forget.study.config import ExperimentConfig, config_to_dict
 from hpc_forget.study.identity import run_settings, settings_digest
 from hpc_forget.study.methods import (
     DISPLAY_NAME,
+    METHOD_KIND,
     evaluated_languages,
     is_full,
     step_hyper,
@@ -235,35 +251,40 @@ def _fresh_model(ws: Workspace, task: Task, seed: int) -> tuple[torch.nn.Module,
     return model, path
 
 
-def _run_step(
+@dataclass
+class _Trained:
+    """One training pass of a step (before_step, train_step, after_step) and what it used."""
+
+    result: Any
+    ctx: StepContext
+    data: StepData
+    trainable: int
+    accelerator: Any
+    t0: float
+
+
+def _train(
     ws: Workspace,
     task: Task,
     model: torch.nn.Module,
     path: str,
     step: int,
+    train_langs: tuple[str, ...],
     *,
-    store: Store,
     should_stop: Callable[[], bool],
     progress: bool,
     strategy: Strategy,
     state: dict[str, Any],
-) -> StepContext:
+) -> _Trained:
     from hpc_forget.data.labels import LABELS
 
-    cfg, key = ws.cfg, task.key
-    tc = cfg.train
+    key, tc = task.key, ws.cfg.train
     seed = step_seed(key.seed, step)
     hyper = step_hyper(key.method, key.rank, tc)
-    train_langs = trained_languages(task.kind, task.steps, task.languages, step)
-    test_langs = evaluated_languages(task.kind, task.languages, step)
-
-    def data_of(locale: str, split: str) -> tuple[Any, list[Any]]:
-        return ws.encoded(path, locale, split, key.seed, key.data_scale)
-
+    data_of = _data_of(ws, task, path)
     train_enc, _ = concat_encoded([data_of(loc, "train") for loc in train_langs])
     dev_enc, dev_ex = concat_encoded([data_of(loc, "dev") for loc in train_langs])
-    tok = ws.tokenizer(path)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad_id = _pad_id(ws, path)
     accelerator = make_accelerator(tc.precision, tc.cpu_threads)
     seed_everything(seed)
     t0 = time.perf_counter()
@@ -298,12 +319,39 @@ def _run_step(
         ctx=ctx,
     )
     strategy.after_step(model, ctx)
+    return _Trained(result, ctx, data, trainable, accelerator, t0)
+
+
+def _data_of(ws: Workspace, task: Task, path: str) -> Callable[[str, str], tuple[Any, list[Any]]]:
+    def data_of(locale: str, split: str) -> tuple[Any, list[Any]]:
+        return ws.encoded(path, locale, split, task.key.seed, task.key.data_scale)
+
+    return data_of
+
+
+def _pad_id(ws: Workspace, path: str) -> int:
+    tok = ws.tokenizer(path)
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
+
+
+def _test(
+    ws: Workspace,
+    task: Task,
+    model: torch.nn.Module,
+    path: str,
+    langs: tuple[str, ...],
+    accelerator: Any,
+) -> tuple[dict[str, float], int, float]:
+    """Test F1 of ``model`` on each of ``langs``: (scores, truncated words, seconds)."""
+    from hpc_forget.data.labels import LABELS
     from hpc_forget.run.evaluation import predict_words, score_examples
 
+    hyper = step_hyper(task.key.method, task.key.rank, ws.cfg.train)
+    data_of, pad_id = _data_of(ws, task, path), _pad_id(ws, path)
     t_eval = time.perf_counter()
     scores: dict[str, float] = {}
     dropped = 0
-    for loc in test_langs:
+    for loc in langs:
         enc, examples = data_of(loc, "test")
         pred = predict_words(
             model,
@@ -316,17 +364,74 @@ def _run_step(
         )
         scores[loc], d = score_examples(examples, pred, LABELS)
         dropped += d
-    eval_s = time.perf_counter() - t_eval
+    return scores, dropped, time.perf_counter() - t_eval
+
+
+def _put(
+    ws: Workspace,
+    task: Task,
+    store: Store,
+    step: int,
+    accelerator: Any,
+    *,
+    scores: dict[str, float],
+    dev_curve: list[float],
+    meta: dict[str, Any],
+) -> None:
+    if accelerator.is_main_process:  # data parallel: one writer per step
+        if task.run_id not in ws.registered:
+            register_run(task, ws.cfg, store)
+            ws.registered.add(task.run_id)
+        store.put_step(
+            task.run_id,
+            step,
+            scores=scores,
+            dev_curve=dev_curve,
+            meta=meta,
+            provenance=provenance(model_revision=ws.revision(task.key.model)),
+        )
+    accelerator.wait_for_everyone()
+
+
+def _run_step(
+    ws: Workspace,
+    task: Task,
+    model: torch.nn.Module,
+    path: str,
+    step: int,
+    *,
+    store: Store,
+    should_stop: Callable[[], bool],
+    progress: bool,
+    strategy: Strategy,
+    state: dict[str, Any],
+) -> StepContext:
+    train_langs = trained_languages(task.kind, task.steps, task.languages, step)
+    test_langs = evaluated_languages(task.kind, task.languages, step)
+    t = _train(
+        ws,
+        task,
+        model,
+        path,
+        step,
+        train_langs,
+        should_stop=should_stop,
+        progress=progress,
+        strategy=strategy,
+        state=state,
+    )
+    result, hyper, accelerator = t.result, t.ctx.hyper, t.accelerator
+    scores, dropped, eval_s = _test(ws, task, model, path, test_langs, accelerator)
     meta = {
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "best_dev_f1": result.best_dev_f1,
-        "wall_time_s": time.perf_counter() - t0,
+        "wall_time_s": time.perf_counter() - t.t0,
         "train_time_s": result.wall_time_s,
         "eval_time_s": eval_s,
         "train_examples_per_s": result.train_examples_per_s,
-        "train_examples": len(data.train.input_ids),
-        "trainable_params": trainable,
+        "train_examples": len(t.data.train.input_ids),
+        "trainable_params": t.trainable,
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
         "lr": hyper.lr,
@@ -334,25 +439,13 @@ def _run_step(
         "max_epochs": hyper.max_epochs,
         "patience": hyper.patience,
         "min_epochs": hyper.min_epochs,
-        "step_seed": seed,
+        "step_seed": t.ctx.seed,
         "trained": ",".join(train_langs),
         "train_loss": result.train_loss,
         "truncated_words": dropped,
     }
     meta["processes"] = accelerator.num_processes
-    if accelerator.is_main_process:  # data parallel: one writer per step
-        if task.run_id not in ws.registered:
-            register_run(task, cfg, store)
-            ws.registered.add(task.run_id)
-        store.put_step(
-            task.run_id,
-            step,
-            scores=scores,
-            dev_curve=result.dev_curve,
-            meta=meta,
-            provenance=provenance(model_revision=ws.revision(key.model)),
-        )
-    accelerator.wait_for_everyone()
+    _put(ws, task, store, step, accelerator, scores=scores, dev_curve=result.dev_curve, meta=meta)
     test_avg = sum(scores.values()) / len(scores)
     log.info(
         "%s step %d/%d (%s): %d epochs (best %d), dev F1 %.3f, test F1 %.3f over %d language(s), %.1f s",
@@ -367,7 +460,150 @@ def _run_step(
         len(scores),
         meta["wall_time_s"],
     )
-    return ctx
+    return t.ctx
+
+
+def is_posthoc_merge(task: Task) -> bool:
+    """A per-language method with a merging strategy: planned as one ``joint`` task (step
+    "merged") that trains each language's model, merges them and tests the merged model."""
+    return task.kind == "joint" and METHOD_KIND[task.key.method] == "per-language"
+
+
+def _run_merged(
+    ws: Workspace,
+    task: Task,
+    store: Store,
+    *,
+    should_stop: Callable[[], bool],
+    progress: bool,
+    strategy: Strategy,
+) -> int:
+    """MONO / NON-SHARED LoRA + merge: train one model per language, every one from the same
+    initial weights with the method's per-language hyper-parameters (language i trains with
+    the seed of step i), keep each trained state (a checkpoint per language, so a rerun goes
+    on with the next language), merge them (:mod:`hpc_forget.run.merging`; linear: equal
+    weights; task arithmetic and TIES relative to the shared initial weights), test the merged
+    model on every language and write step 0."""
+    if not isinstance(strategy, Merge):
+        raise ConfigError(
+            f"task {task.task_id}: a joint run of {task.key.method} is a merge of per-language"
+            f" models, but its strategy is {task.key.strategy}"
+        )
+    cfg, n = ws.cfg, len(task.languages)
+    t0 = time.perf_counter()
+    model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1))
+    initial = {k: p.detach().cpu().clone() for k, p in model.named_parameters() if p.requires_grad}
+    records: dict[str, dict[str, Any]] = {}
+    states: list[dict[str, torch.Tensor]] = []
+    accelerator = None
+    for i, lang in enumerate(task.languages):
+        saved = load_language_state(model, cfg, task.run_id, i, lang)
+        if saved is None:
+            if should_stop():
+                raise Preempted(f"stopped before language {i + 1}/{n} of the merge")
+            _load_trainable(model, initial)
+            t = _train(
+                ws,
+                task,
+                model,
+                path,
+                i,
+                (lang,),
+                should_stop=should_stop,
+                progress=progress,
+                strategy=NoStrategy(),
+                state={},
+            )
+            accelerator, r = t.accelerator, t.result
+            rec = {
+                "epochs_run": r.epochs_run,
+                "best_epoch": r.best_epoch,
+                "best_dev_f1": r.best_dev_f1,
+                "train_time_s": r.wall_time_s,
+                "train_examples": len(t.data.train.input_ids),
+                "step_seed": t.ctx.seed,
+            }
+            if accelerator.is_main_process:
+                save_language_state(model, cfg, task.run_id, i, lang, rec)
+            accelerator.wait_for_everyone()
+            saved = load_language_state(model, cfg, task.run_id, i, lang)
+            if saved is None:  # not readable right after writing it: keep it in memory
+                saved = ({k: p.detach().cpu().clone() for k, p in live_trained(model).items()}, rec)
+            log.info(
+                "%s: %s trained for the merge (%d/%d): %d epochs, dev F1 %.3f",
+                task.task_id,
+                lang,
+                i + 1,
+                n,
+                r.epochs_run,
+                r.best_dev_f1,
+            )
+        states.append(saved[0])
+        records[lang] = saved[1]
+    if accelerator is None:
+        accelerator = make_accelerator(cfg.train.precision, cfg.train.cpu_threads)
+    m = strategy
+    _load_trainable(model, initial)
+    modules = lora_modules(model)
+    bases = live_bases(model, modules)
+    t_merge = time.perf_counter()
+    merge_into(
+        model,
+        m.how,
+        [MergeView(modules, s, bases) for s in states],
+        MergeView(modules, initial, bases) if m.how != "linear" else None,
+        scale=m.scale,
+        density=m.density,
+    )
+    merge_s = time.perf_counter() - t_merge
+    model.to(accelerator.device)
+    scores, dropped, eval_s = _test(ws, task, model, path, task.languages, accelerator)
+    hyper = step_hyper(task.key.method, task.key.rank, cfg.train)
+    meta = {
+        "merge": m.how,
+        "merged_languages": ",".join(task.languages),
+        "language_epochs": {lang: r["epochs_run"] for lang, r in records.items()},
+        "language_best_dev_f1": {lang: r["best_dev_f1"] for lang, r in records.items()},
+        "languages_trained": records,
+        "epochs_run": sum(r["epochs_run"] for r in records.values()),
+        "wall_time_s": time.perf_counter() - t0,
+        "train_time_s": sum(r["train_time_s"] for r in records.values()),
+        "merge_time_s": merge_s,
+        "eval_time_s": eval_s,
+        "train_examples": sum(r["train_examples"] for r in records.values()),
+        "trainable_params": sum(p.numel() for p in initial.values()),
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "lr": hyper.lr,
+        "head_lr": hyper.head_lr,
+        "max_epochs": hyper.max_epochs,
+        "patience": hyper.patience,
+        "min_epochs": hyper.min_epochs,
+        "init_seed": step_seed(task.key.seed, -1),
+        "trained": ",".join(task.languages),
+        "truncated_words": dropped,
+        "processes": accelerator.num_processes,
+    }
+    _put(ws, task, store, 0, accelerator, scores=scores, dev_curve=[], meta=meta)
+    if accelerator.is_main_process:
+        remove_language_states(cfg, task.run_id)
+    log.info(
+        "%s: %d languages merged (%s), test F1 %.3f over %d language(s), %.1f s",
+        task.task_id,
+        n,
+        m.how,
+        sum(scores.values()) / len(scores),
+        len(scores),
+        meta["wall_time_s"],
+    )
+    return 1
+
+
+def _load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for k, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(state[k])
 
 
 def is_main_process() -> bool:
@@ -473,6 +709,10 @@ def run_task(
         strategy=strategy,
         state=state,
     )
+    if is_posthoc_merge(task):
+        return _run_merged(
+            ws, task, store, should_stop=should_stop, progress=progress, strategy=strategy
+        )
     if task.kind == "sequential":
         first, n = todo[0], len(task.steps)
         model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from hpc_forget.errors import ConfigError
 from hpc_forget.run.hooks import NoStrategy, StepContext, Strategy
+from hpc_forget.run.merging import Merge
 from hpc_forget.run.penalties import Align, Ewc, L2sp
 from hpc_forget.run.replay import Replay
 from hpc_forget.run.weights import Freeze, Revert
@@ -21,6 +22,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "l2sp": L2sp,
     "ewc": Ewc,
     "revert": Revert,
+    "merge": Merge,
     "replay": Replay,
     "align": Align,
 }
