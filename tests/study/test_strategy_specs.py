@@ -103,3 +103,24 @@ def test_lora_head_policy_is_a_setting_only_when_not_the_default():
     )
     with pytest.raises(ConfigError, match="train.lora_head: must be train or frozen"):
         _cfg(train={"lora_head": "x"})
+
+
+def test_docs_describe_every_strategy_and_parameter_with_its_default():
+    """docs/strategies.md has a section per strategy, and a table row per parameter with the
+    default the table holds (the doc cannot drift from study/strategies.py unnoticed)."""
+    import re
+    from pathlib import Path
+
+    from hpc_forget.study.strategies import STRATEGY_TABLE
+
+    text = (Path(__file__).parents[2] / "docs" / "strategies.md").read_text()
+    sections = dict(
+        (m.group(1), m.group(2))
+        for m in re.finditer(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    )
+    for info in STRATEGY_TABLE:
+        assert info.name in sections, f"docs/strategies.md: no section '## {info.name}'"
+        for p in info.params:
+            default = "[]" if p.default == () else str(p.default)
+            row = f"| `{p.name}` | `{default}` |"
+            assert row in sections[info.name], f"{info.name}: no row {row!r}"
