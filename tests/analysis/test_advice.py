@@ -90,9 +90,7 @@ def write_runs(path, runs) -> None:
                 for j, lang in enumerate(run.languages)
                 if not math.isnan(run.R[i, j])
             }
-            store.put_step(
-                run.run_id, i, scores=scores, dev_curve=[0.5], meta={}, provenance={}
-            )
+            store.put_step(run.run_id, i, scores=scores, dev_curve=[0.5], meta={}, provenance={})
 
 
 def rule_store(path, damage=DAMAGE, orders=STORE_ORDERS, extra=()):
@@ -239,7 +237,9 @@ def test_cli_text_states_the_model_and_the_gain(store):
 
 
 def test_cli_json_and_languages_option(store):
-    r = run("advise-order", str(store), "--languages", "de-DE,sw-KE", "--languages", "en-US", "--json")
+    r = run(
+        "advise-order", str(store), "--languages", "de-DE,sw-KE", "--languages", "en-US", "--json"
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     best, value = true_best(("de-DE", "sw-KE", "en-US"))
