@@ -249,7 +249,8 @@ class Selection:
     @property
     def label(self) -> str:
         scale = f", data x{self.data_scale:g}" if self.data_scale != 1.0 else ""
-        settings = f", settings {self.settings}" if self.settings else ""
+        several = any(x.startswith("settings ") for x in self.others)
+        settings = f", settings {self.settings}" if several and self.settings else ""
         return (
             f"{method_label(self.method, self.rank)} [{self.model}, strategy {self.strategy}"
             f"{scale}{settings}]"
@@ -522,6 +523,16 @@ def advise(
             final[lang] - R[-1, j] for j, lang in enumerate(steps) if math.isfinite(R[-1, j])
         ]
     final_rmse = float(np.sqrt(np.mean(np.square(errors)))) if errors else float("nan")
+    misses = [o.predicted - o.measured for o in own if o.measured is not None]
+    if misses and own:
+        order_rmse = float(np.sqrt(np.mean(np.square(misses))))
+        gain = predicted_average(fitted, order) - max(o.predicted for o in own)
+        if order_rmse > gain:
+            notes.append(
+                f"the model misses the measured final average F1 of the store's orders by "
+                f"{_pts(order_rmse)} points (RMSE), more than the predicted gain "
+                f"({_pts(gain, sign=True)}): the advice is within the model's error here"
+            )
     return Advice(
         store=str(store),
         selection=sel,
@@ -567,12 +578,13 @@ def format_advice(a: Advice) -> str:
     lines += [
         "",
         "model of forgetting:",
-        f"  {MODEL_TEXT}",
+        *(f"  {part}" for part in MODEL_TEXT.replace(" = ", " =\n     ").split("\n")),
         *(f"  {term:<11} {text}" for term, text in MODEL_TERMS),
-        f"  fitted by {MODEL_FIT}: {m.drops} drops, RMSE {_pts(m.drop_rmse)} F1 points;"
-        f" final scores of the runs used, RMSE {_pts(a.final_rmse)}",
-        "  so the best order sorts by forget - damage, ascending: languages that damage others"
-        " go early, languages that forget fast go late",
+        f"  fitted by {MODEL_FIT}:",
+        f"    {m.drops} drops, RMSE {_pts(m.drop_rmse)} F1 points; the final scores of the runs"
+        f" used, RMSE {_pts(a.final_rmse)}",
+        "  so the best order sorts by forget - damage, ascending: languages that damage",
+        "  others go early, languages that forget fast go late",
         "",
         f"  {'language':<10} {'vitality':<8} {'learned':>8} {'forget':>7} {'damage':>7}",
     ]

@@ -129,7 +129,7 @@ def test_the_advisor_finds_the_truly_best_order(tmp_path, damage):
     values = [true_average(o, damage=damage) for o in STORE_ORDERS.values()]
     assert a.gain_over_best == pytest.approx(best_value - max(values), abs=1e-9)
     assert a.gain_over_mean == pytest.approx(best_value - np.mean(values), abs=1e-9)
-    assert a.gain_over_best > 0
+    assert a.gain_over_best > 0 and not a.notes  # an exact fit: nothing to warn about
     # learned is the rule's; forget + damage of every pair is the rule's (the split is free)
     for lang in LANGS:
         assert a.model.learned[lang] == pytest.approx(LEARNED[lang])
