@@ -397,8 +397,8 @@ class Advice:
                 "terms": dict(MODEL_TERMS),
                 "fit": MODEL_FIT,
                 "drops": m.drops,
-                "drop_rmse": m.drop_rmse,
-                "final_rmse": self.final_rmse,
+                "drop_rmse": _finite(m.drop_rmse),
+                "final_rmse": _finite(self.final_rmse),
                 "languages": {
                     lang: {
                         "vitality": group_of(lang, "vitality"),
@@ -439,6 +439,11 @@ class Advice:
             },
             "notes": list(self.notes),
         }
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN: an undefined number is null."""
+    return x if math.isfinite(x) else None
 
 
 def _aligned(run: RunRecord) -> np.ndarray:

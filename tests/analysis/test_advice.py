@@ -90,7 +90,10 @@ def write_runs(path, runs) -> None:
                 for j, lang in enumerate(run.languages)
                 if not math.isnan(run.R[i, j])
             }
-            store.put_step(run.run_id, i, scores=scores, dev_curve=[0.5], meta={}, provenance={})
+            if scores:  # else a step not written yet
+                store.put_step(
+                    run.run_id, i, scores=scores, dev_curve=[0.5], meta={}, provenance={}
+                )
 
 
 def rule_store(path, damage=DAMAGE, orders=STORE_ORDERS, extra=()):
@@ -212,6 +215,18 @@ def test_default_runs_are_vanilla_none_and_others_are_named(tmp_path):
     assert b.selection.rank == 8 and b.model.forget["en-US"] == pytest.approx(0, abs=1e-9)
     with pytest.raises(AnalysisError, match="no sequential runs with method multi"):
         advice.advise(str(path), method="multi")
+
+
+def test_an_unfinished_run_is_fitted_on_its_cells_and_not_measured(tmp_path):
+    runs = [seq_record(o, n, rule_R(o, LEARNED, FORGET, DAMAGE)) for n, o in STORE_ORDERS.items()]
+    runs[0].R[-1, :] = np.nan  # order 1's last step not written yet
+    write_runs(tmp_path / "s", runs)
+    a = advice.advise(str(tmp_path / "s"))
+    assert a.order == true_best(LANGS)[0]
+    by_name = {o.name: o for o in a.store_orders}
+    assert by_name["1"].measured is None and by_name["2"].measured is not None
+    assert by_name["1"].predicted == pytest.approx(true_average(STORE_ORDERS["1"]), abs=1e-9)
+    assert json.loads(json.dumps(a.as_json(), allow_nan=False))["model"]["final_rmse"] < 1e-9
 
 
 def run(*args):
