@@ -34,6 +34,14 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     return parse_sets(pairs, command=_command_path())
 
 
+def _advise(store: str, languages: tuple[str, ...]) -> tuple[str, ...]:
+    """Resolves a config's ``orders: [{advised: STORE}]`` (study.config.Advise); the analysis
+    is imported only when a config has one."""
+    from hpc_forget.analysis.advice import advised_order
+
+    return advised_order(store, languages)
+
+
 def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
@@ -98,7 +106,8 @@ def config_check(config: str, sets: tuple[str, ...]) -> None:
     """Validate CONFIG and print it resolved, defaults filled in."""
     from hpc_forget.study.config import config_to_dict, dump_yaml, load_config
 
-    click.echo(dump_yaml(config_to_dict(load_config(config, overrides=_overrides(sets)))), nl=False)
+    cfg = load_config(config, overrides=_overrides(sets), advise=_advise)
+    click.echo(dump_yaml(config_to_dict(cfg)), nl=False)
 
 
 @cli.command("plan")
@@ -110,7 +119,7 @@ def plan_cmd(config: str, as_json: bool, sets: tuple[str, ...]) -> None:
     from hpc_forget.study.config import load_config
     from hpc_forget.study.planning import format_plan, plan
 
-    tasks = plan(load_config(config, overrides=_overrides(sets)))
+    tasks = plan(load_config(config, overrides=_overrides(sets), advise=_advise))
     if as_json:
         _echo_json([dict(t.to_dict(), task_id=t.task_id, run_id=t.run_id) for t in tasks])
     else:
@@ -129,7 +138,8 @@ def run_cmd(config: str, sets: tuple[str, ...], no_progress: bool) -> None:
     from hpc_forget.analysis.summary import run_message
     from hpc_forget.run.engine import run_study
 
-    click.echo(run_message(run_study(config, overrides=_overrides(sets), progress=not no_progress)))
+    study = run_study(config, overrides=_overrides(sets), progress=not no_progress, advise=_advise)
+    click.echo(run_message(study))
 
 
 # ---------------------------------------------------------------------------- data / params
@@ -252,6 +262,42 @@ def analyze_cmd(store: str, out: str, workers: int | None, **options: Any) -> No
     click.echo(done_message(out, result))
 
 
+@cli.command("advise-order")
+@click.argument("store")
+@click.option(
+    "--languages",
+    "languages",
+    multiple=True,
+    metavar="LOCALES",
+    help="The languages to order, comma-separated or repeated (default: the store's).",
+)
+@click.option("--method", default=None, help="Fit on this method's runs (default: vanilla).")
+@click.option("--model", default=None, help="Fit on this model's runs (default: the most runs).")
+@click.option("--rank", default=None, type=int, help="Fit on this LoRA rank's runs.")
+@click.option("--strategy", default=None, help="Fit on this strategy's runs (default: none).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable object.")
+def advise_order_cmd(
+    store: str,
+    languages: tuple[str, ...],
+    method: str | None,
+    model: str | None,
+    rank: int | None,
+    strategy: str | None,
+    as_json: bool,
+) -> None:
+    """Propose the order of languages that STORE's measurements predict forgets least.
+
+    Fits a stated model of forgetting to the store's sequential runs, searches the order with
+    the highest predicted final average F1 and compares it with the store's own orders
+    (docs/advice.md). Use the result in a config as `orders: [{advised: STORE}]`.
+    """
+    from hpc_forget.analysis.advice import advise, format_advice
+
+    langs = [x for v in languages for x in v.split(",")] if languages else None
+    result = advise(store, langs, method=method, model=model, rank=rank, strategy=strategy)
+    click.echo(json.dumps(result.as_json(), indent=2) if as_json else format_advice(result))
+
+
 # ---------------------------------------------------------------------------- cluster
 
 
@@ -273,7 +319,7 @@ def _load_for_cluster(config: str, sets: tuple[str, ...], cache: str | None) -> 
     if cache:
         overrides["cache_dir"] = os.path.abspath(cache)
         labels["cache_dir"] = f"--cache {cache}"
-    return load_config(config, overrides=overrides, labels=labels)
+    return load_config(config, overrides=overrides, labels=labels, advise=_advise)
 
 
 slurm_option = click.option(

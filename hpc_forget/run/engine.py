@@ -44,7 +44,7 @@ from hpc_forget.run.merging import (
 from hpc_forget.run.strategies import NoStrategy, StepContext, Strategy, get_strategy
 from hpc_forget.run.training import Preempted, StepData, make_accelerator, train_step
 from hpc_forget.store.store import Store
-from hpc_forget.study.config import ExperimentConfig, config_to_dict
+from hpc_forget.study.config import Advise, ExperimentConfig, config_to_dict
 from hpc_forget.study.identity import run_settings, settings_digest
 from hpc_forget.study.methods import (
     DISPLAY_NAME,
@@ -803,13 +803,19 @@ class StudyRun:
 
 
 def run_study(
-    spec: str, *, overrides: dict[str, Any] | None = None, progress: bool = True
+    spec: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    advise: Advise | None = None,
 ) -> StudyRun:
     """`hpc-forget run`: load a config and run what the store lacks. The printed summary is
-    :func:`hpc_forget.analysis.summary.run_message` of the result (the CLI composes both)."""
+    :func:`hpc_forget.analysis.summary.run_message` of the result (the CLI composes both).
+    ``advise`` resolves ``{advised: STORE}`` orders (study.config.Advise; the CLI passes the
+    analysis's advisor, which run/ may not import)."""
     from hpc_forget.study.config import load_config
 
-    cfg = load_config(spec, overrides=overrides)
+    cfg = load_config(spec, overrides=overrides, advise=advise)
     t0 = time.perf_counter()
     tasks = plan(cfg)
     ran = run_config(cfg, tasks=tasks, progress=progress)

@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,12 +21,18 @@ from typing import Any
 
 import yaml
 
-from hpc_forget.errors import ConfigError, OrderError, one_line, split_pair
+from hpc_forget.errors import ConfigError, OrderError, UserError, one_line, split_pair
 from hpc_forget.study.methods import FULL_ONLY_METHODS, LORA_METHODS, METHOD_NAMES
 from hpc_forget.study.orders import PAPER_ORDERS, OrderSpec, resolve_order
 from hpc_forget.study.strategies import NONE, StrategySpec, strategy_spec
 
 BUILTIN_CONFIGS = ("demo", "quick", "paper", "strategies")
+
+#: Resolves ``{advised: STORE}``: ``advise(store, data.languages) -> order``, raising a
+#: UserError whose message says what is wrong. The study stage may not import the analysis, so
+#: the layers above (the command line, ``run_study``) pass
+#: ``hpc_forget.analysis.advice.advised_order`` in (docs/advice.md).
+Advise = Callable[[str, tuple[str, ...]], Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -118,12 +124,15 @@ def load_config(
     *,
     overrides: Mapping[str, Any] | None = None,
     labels: Mapping[str, str] | None = None,
+    advise: Advise | None = None,
 ) -> ExperimentConfig:
     """Load a config from a YAML/TOML path or a built-in name (``demo``, ``paper``).
 
     ``overrides`` maps dotted keys to values (``{"train.batch_size": 64}``, what
     :func:`parse_sets` makes of ``--set`` options); an error in one names ``--set KEY=VALUE``
     (or ``labels[KEY]``, e.g. ``--cache``), an error from the file names ``FILE:LINE: KEY``.
+    ``advise`` resolves orders written ``{advised: STORE}`` (see :data:`Advise`); without it
+    such an order must carry its ``order`` list (as :func:`config_to_dict` writes it).
     """
     spec_s = str(spec)
     path = Path(spec_s)
@@ -153,7 +162,7 @@ def load_config(
         parts = _dotted_parts(dotted, label)
         _set_dotted(raw, parts, value, label)
         applied.append((parts, one_line(label)))
-    return _build(raw, _Checker(origin, lines, applied))
+    return _build(raw, _Checker(origin, lines, applied), advise)
 
 
 def parse_sets(pairs: Iterable[str], *, command: str = "hpc-forget") -> dict[str, Any]:
@@ -472,14 +481,16 @@ class _Checker:
         return tuple(self.string(f"{key}[{i}]", x) for i, x in enumerate(v))
 
 
-def config_from_dict(raw: dict, *, origin: str = "<config>") -> ExperimentConfig:
+def config_from_dict(
+    raw: dict, *, origin: str = "<config>", advise: Advise | None = None
+) -> ExperimentConfig:
     """Validate a raw mapping (as parsed from YAML/TOML) into an ExperimentConfig."""
     if not isinstance(raw, dict):
         raise ConfigError(one_line(f"{origin}: the config must be a mapping of keys to values"))
-    return _build(raw, _Checker(origin))
+    return _build(raw, _Checker(origin), advise)
 
 
-def _build(raw: dict, c: _Checker) -> ExperimentConfig:
+def _build(raw: dict, c: _Checker, advise: Advise | None = None) -> ExperimentConfig:
     top = {f.name for f in dataclasses.fields(ExperimentConfig)}
     c.unknown("", raw, top)
     for required in ("name", "store", "data", "models", "methods"):
@@ -500,7 +511,7 @@ def _build(raw: dict, c: _Checker) -> ExperimentConfig:
     if len(set(seeds)) != len(seeds):
         dup = next(s for s in seeds if seeds.count(s) > 1)
         raise c.fail("seeds", f"seed {dup} is listed twice")
-    orders = _orders(c, raw.get("orders", []), data.languages)
+    orders = _orders(c, raw.get("orders", []), data.languages, advise)
     if any(m.name in ("vanilla", "shared_lora") for m in methods) and not orders:
         raise c.fail("orders", "sequential methods (vanilla, shared_lora) need at least one order")
     cache_dir = raw.get("cache_dir")
@@ -728,13 +739,16 @@ def _methods(c: _Checker, raw: Any, ranks: tuple[int, ...]) -> tuple[MethodSpec,
     return tuple(out)
 
 
-def _orders(c: _Checker, raw: Any, languages: tuple[str, ...]) -> tuple[OrderSpec, ...]:
-
+def _orders(
+    c: _Checker, raw: Any, languages: tuple[str, ...], advise: Advise | None = None
+) -> tuple[OrderSpec, ...]:
     if isinstance(raw, int | dict) and not isinstance(raw, bool):
         raw = [raw]
     if not isinstance(raw, list):
         raise c.fail(
-            "orders", "must be a list of order numbers (1-5), locale lists or {random: SEED}"
+            "orders",
+            "must be a list of order numbers (1-5), locale lists, {random: SEED} or "
+            "{advised: STORE}",
         )
     out: list[OrderSpec] = []
     for i, item in enumerate(raw):
@@ -749,11 +763,13 @@ def _orders(c: _Checker, raw: Any, languages: tuple[str, ...]) -> tuple[OrderSpe
             spec = OrderSpec(custom=c.str_list(key, item))
         elif isinstance(item, dict) and set(item) == {"random"}:
             spec = OrderSpec(random_seed=c.integer(f"{key}.random", item["random"], minimum=0))
+        elif isinstance(item, dict) and "advised" in item:
+            spec = _advised(c, key, item, languages, advise)
         else:
             raise c.fail(
                 key,
-                f"must be an order number (1-5), a list of locales or {{random: SEED}}, "
-                f"got {_got(item)}",
+                f"must be an order number (1-5), a list of locales, {{random: SEED}} or "
+                f"{{advised: STORE}}, got {_got(item)}",
             )
         try:
             resolve_order(spec, languages)
@@ -763,6 +779,30 @@ def _orders(c: _Checker, raw: Any, languages: tuple[str, ...]) -> tuple[OrderSpe
     if len(set(out)) != len(out):
         raise c.fail("orders", "lists the same order twice")
     return tuple(out)
+
+
+def _advised(
+    c: _Checker, key: str, item: dict, languages: tuple[str, ...], advise: Advise | None
+) -> OrderSpec:
+    """``{advised: STORE}``: the order the store's measurements advise for ``languages``
+    (docs/advice.md). ``{advised: STORE, order: [...]}`` (what :func:`config_to_dict` writes)
+    is that order, pinned: the store is not read again, so a store that has changed since
+    cannot change a planned run. STORE is relative to the working directory, like ``store``."""
+    c.unknown(key, item, {"advised", "order"})
+    store = c.string(f"{key}.advised", item["advised"], int_ok=True)
+    if "order" in item:
+        return OrderSpec(custom=c.str_list(f"{key}.order", item["order"]), advised=store)
+    if advise is None:
+        raise c.fail(
+            f"{key}.advised",
+            "an advised order is read from the store by hpc-forget (config check, plan, run, "
+            "submit); here, write the order too: {advised: STORE, order: [...]}",
+        )
+    try:
+        order = tuple(advise(store, languages))
+    except (UserError, OSError) as exc:
+        raise c.fail(f"{key}.advised", str(exc)) from None
+    return OrderSpec(custom=order, advised=store)
 
 
 def _train(c: _Checker, raw: Any) -> TrainConfig:
@@ -807,6 +847,8 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
     for o in cfg.orders:
         if o.builtin is not None:
             orders.append(o.builtin)
+        elif o.advised is not None:
+            orders.append({"advised": o.advised, "order": list(o.custom or ())})
         elif o.custom is not None:
             orders.append(list(o.custom))
         else:

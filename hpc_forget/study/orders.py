@@ -1,4 +1,5 @@
-"""Language orders: the paper's five (Table 3), custom lists and seeded random permutations."""
+"""Language orders: the paper's five (Table 3), custom lists, seeded random permutations and
+orders advised from a store (``{advised: STORE}``, docs/advice.md)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ from hpc_forget.errors import OrderError
 
 @dataclass(frozen=True)
 class OrderSpec:
-    """A language order: a paper order by number, a custom list, or random from a seed."""
+    """A language order: a paper order by number, a custom list, or random from a seed.
+
+    An advised order (``{advised: STORE}`` in a config) is a custom list that remembers the
+    store it was advised from: ``custom`` holds the order, ``advised`` the store as written.
+    """
 
     builtin: int | None = None
     custom: tuple[str, ...] | None = None
     random_seed: int | None = None
+    advised: str | None = None
 
 
 def _split(s: str) -> tuple[str, ...]:
@@ -101,11 +107,23 @@ def resolve_order(spec: OrderSpec, languages: tuple[str, ...]) -> tuple[str, ...
     return tuple(order)
 
 
+def _digest(order: tuple[str, ...]) -> str:
+    return hashlib.sha256(",".join(order).encode()).hexdigest()[:8]
+
+
+def advised_name(order: tuple[str, ...]) -> str:
+    """The run key's name of an advised order: ``advised-<8 hex of the order>``."""
+    return "advised-" + _digest(tuple(order))
+
+
 def order_name(spec: OrderSpec | None) -> str:
+    """The run key's order: "1".."5", "custom-<8hex>", "advised-<8hex>" or "random-<seed>"."""
     if spec is None:
         return ""
     if spec.builtin is not None:
         return str(spec.builtin)
     if spec.custom is not None:
-        return "custom-" + hashlib.sha256(",".join(spec.custom).encode()).hexdigest()[:8]
+        if spec.advised is not None:
+            return advised_name(spec.custom)
+        return "custom-" + _digest(spec.custom)
     return f"random-{spec.random_seed}"

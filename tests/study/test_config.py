@@ -493,3 +493,59 @@ def test_odd_keys_do_not_crash(tmp_path):
 def test_config_from_dict_names_its_origin():
     with pytest.raises(ConfigError, match=r"^manifest.json: name: missing"):
         config_from_dict({}, origin="manifest.json")
+
+
+ADVISED = BASE.replace("orders: [1]", "orders: [{{advised: adv-store}}, 1]")
+
+
+def test_an_advised_order_is_resolved_by_the_advise_callable_and_pinned(tmp_path):
+    from hpc_forget.study.orders import advised_name
+    from hpc_forget.study.planning import plan
+
+    calls = []
+
+    def advise(store, languages):
+        calls.append((store, languages))
+        return tuple(reversed(languages))
+
+    p = _write(tmp_path, ADVISED.format(store="s"))
+    cfg = load_config(p, advise=advise)
+    assert calls == [("adv-store", ("en-US", "de-DE"))]
+    assert cfg.orders[0].custom == ("de-DE", "en-US") and cfg.orders[0].advised == "adv-store"
+    seq = [t for t in plan(cfg) if t.kind == "sequential" and t.key.order.startswith("advised")]
+    assert {t.key.order for t in seq} == {advised_name(("de-DE", "en-US"))}
+    assert all(t.steps == ("de-DE", "en-US") for t in seq)
+    d = config_to_dict(cfg)
+    assert d["orders"][0] == {"advised": "adv-store", "order": ["de-DE", "en-US"]}
+    assert config_from_dict(d) == cfg  # pinned: no advise needed, the store is not read
+    again = _write(tmp_path, dump_yaml(d), "again.yaml")
+    assert load_config(again) == cfg and len(calls) == 1
+    # an advised order is named apart from the same list given as a custom order
+    custom = _write(tmp_path, BASE.format(store="s").replace("[1]", "[[de-DE, en-US]]"), "c.yaml")
+    assert plan(load_config(custom))[0].key.order.startswith("custom-")
+
+
+def test_advised_order_errors_name_the_file_and_option(tmp_path):
+    from hpc_forget.errors import AnalysisError
+
+    p = _write(tmp_path, ADVISED.format(store="s"))
+    with pytest.raises(ConfigError, match=r"study.yaml:7: orders\[0\].advised: an advised order"):
+        load_config(p)
+
+    def failing(store, languages):
+        raise AnalysisError(f"{store}: no such store; pass the folder")
+
+    with pytest.raises(ConfigError, match=r"study.yaml:7: orders\[0\].advised: adv-store: no such"):
+        load_config(p, advise=failing)
+    bad = [
+        ("{advised: adv-store, seed: 1}", r"orders\[0\].seed: unknown key"),
+        ("{advised: adv-store, order: [en-US]}", r"orders\[0\]: not a permutation"),
+        ("{advised: ''}", r"orders\[0\].advised: must be a non-empty string"),
+    ]
+    for item, needle in bad:
+        q = _write(tmp_path, BASE.format(store="s").replace("[1]", f"[{item}]"), "bad.yaml")
+        with pytest.raises(ConfigError, match=needle):
+            load_config(q, advise=lambda s, langs: langs)
+    # the callable's order is checked like any other
+    with pytest.raises(ConfigError, match=r"orders\[0\]: not a permutation"):
+        load_config(p, advise=lambda s, langs: ("en-US",))
