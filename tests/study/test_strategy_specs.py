@@ -124,3 +124,15 @@ def test_docs_describe_every_strategy_and_parameter_with_its_default():
             default = "[]" if p.default == () else str(p.default)
             row = f"| `{p.name}` | `{default}` |"
             assert row in sections[info.name], f"{info.name}: no row {row!r}"
+
+
+def test_the_builtin_strategies_config_runs_every_strategy_against_none():
+    from hpc_forget.study.config import load_config
+
+    cfg = load_config("strategies")
+    assert {s.name for s in cfg.strategies} == set(S.STRATEGY_NAMES)
+    assert list(cfg.models) == ["tiny"]
+    tasks = plan(cfg)
+    # every strategy on every order, VANILLA only: a paired comparison on three orders
+    assert len(tasks) == len(S.STRATEGY_NAMES) * len(cfg.orders) and len(cfg.orders) >= 3
+    assert {t.key.strategy.split("(")[0] for t in tasks} == set(S.STRATEGY_NAMES)
