@@ -221,19 +221,23 @@ def merge_states(
 ) -> dict[str, torch.Tensor]:
     """:func:`merge_tensors` name by name over dicts name -> tensor (every state, and ``base``
     when given, must have the same names and shapes)."""
-    names = _same_names(states, base)
-    return {
-        n: merge_tensors(
-            how,
-            _Column(states, n),
-            base[n] if base is not None else None,
-            weights=weights,
-            scale=scale,
-            density=density,
-            what=n,
+    return dict(_merged(how, states, base, weights=weights, scale=scale, density=density))
+
+
+def _merged(
+    how: str,
+    states: Sequence[Mapping[str, torch.Tensor]],
+    base: Mapping[str, torch.Tensor] | None,
+    **kw: Any,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, merged tensor) for every name the states share, one tensor at a time."""
+    for n in _same_names(states, base):
+        yield (
+            n,
+            merge_tensors(
+                how, _Column(states, n), base[n] if base is not None else None, what=n, **kw
+            ),
         )
-        for n in names
-    }
 
 
 class _Column(Sequence[torch.Tensor]):
@@ -391,16 +395,7 @@ def merge_into(
     ``model`` may itself be one of the views (its tensors are read before they are written)."""
     modules = lora_modules(model)
     params = dict(model.named_parameters())
-    for key in _same_names(views, base):
-        merged = merge_tensors(
-            how,
-            _Column(views, key),
-            base[key] if base is not None else None,
-            weights=weights,
-            scale=scale,
-            density=density,
-            what=key,
-        )
+    for key, merged in _merged(how, views, base, weights=weights, scale=scale, density=density):
         _write(params, modules, key, merged)
 
 

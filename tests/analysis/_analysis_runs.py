@@ -4,7 +4,9 @@ that puts them into a real store."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,21 +86,32 @@ def group(metrics, method, rank=0):
     )
 
 
-def write_store(path: Path) -> list[str]:
-    """The small_runs() grid written with the Store writer API."""
+def store_runs(
+    path: Path,
+    runs: Iterable[RunRecord],
+    *,
+    labels: Sequence[str] = ("O",),
+    config: Callable[[RunRecord], dict] = lambda run: {"test": True},
+    dev_curve: Sequence[float] = (),
+    meta: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Write synthetic runs with the Store writer API: each R row with a value is one step
+    (NaN cells are not written; a row of NaN is a step not written yet). Returns the run ids."""
     from hpc_forget.store.store import Store
 
     store = Store(path)
     ids = []
-    for run in small_runs():
+    for run in runs:
         store.put_run(
             run.run_id,
             key=run.key,
             kind=run.kind,
             languages=run.languages,
             steps=run.steps,
-            labels=["O", "B-date", "I-date"],
-            config={"test": True, "method": run.key["method"]},
+            labels=list(labels),
+            config=config(run),
+            settings=run.settings,
         )
         for i in range(run.R.shape[0]):
             scores = {
@@ -111,12 +124,25 @@ def write_store(path: Path) -> list[str]:
                     run.run_id,
                     i,
                     scores=scores,
-                    dev_curve=[0.5, 0.6],
-                    meta={"epochs_run": 2},
-                    provenance={"git_commit": "abc123", "host": "testhost"},
+                    dev_curve=list(dev_curve),
+                    meta=dict(meta or {}),
+                    provenance=dict(provenance or {}),
                 )
         ids.append(run.run_id)
     return ids
+
+
+def write_store(path: Path) -> list[str]:
+    """The small_runs() grid written with the Store writer API."""
+    return store_runs(
+        path,
+        small_runs(),
+        labels=["O", "B-date", "I-date"],
+        config=lambda run: {"test": True, "method": run.key["method"]},
+        dev_curve=[0.5, 0.6],
+        meta={"epochs_run": 2},
+        provenance={"git_commit": "abc123", "host": "testhost"},
+    )
 
 
 SETTINGS_A = {"data": {"max_train": 800}, "train": {"lr": 1e-5, "max_epochs_full": 10}}

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from _analysis_runs import run_record
+from _analysis_runs import run_record, store_runs
 from click.testing import CliRunner
 
 from hpc_forget.analysis import advice
@@ -70,30 +70,7 @@ def seq_record(order, name, R, *, method="vanilla", rank=0, model="tiny", seed=0
 
 
 def write_runs(path, runs) -> None:
-    from hpc_forget.store.store import Store
-
-    store = Store(path)
-    for run in runs:
-        store.put_run(
-            run.run_id,
-            key=run.key,
-            kind=run.kind,
-            languages=run.languages,
-            steps=run.steps,
-            labels=["O"],
-            config={"test": True},
-            settings={},
-        )
-        for i in range(run.R.shape[0]):
-            scores = {
-                lang: float(run.R[i, j])
-                for j, lang in enumerate(run.languages)
-                if not math.isnan(run.R[i, j])
-            }
-            if scores:  # else a step not written yet
-                store.put_step(
-                    run.run_id, i, scores=scores, dev_curve=[0.5], meta={}, provenance={}
-                )
+    store_runs(path, runs, dev_curve=[0.5])
 
 
 def rule_store(path, damage=DAMAGE, orders=STORE_ORDERS, extra=()):

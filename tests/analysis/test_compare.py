@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _analysis_runs import LANGS, ORDER1, ORDER2, R1, R2, run_record, to_store_columns
+from _analysis_runs import (
+    LANGS,
+    ORDER1,
+    ORDER2,
+    R1,
+    R2,
+    run_record,
+    store_runs,
+    to_store_columns,
+)
 
 from hpc_forget.analysis import compare, load, reduce, report, tables
 from hpc_forget.analysis.options import AnalysisOptions
@@ -285,29 +294,12 @@ def test_several_strategies_through_a_store_and_every_table_and_figure(tmp_path)
     (a long canonical text, a merged per-language run, a strategy with no none pair)."""
     pytest.importorskip("hpc_forget.store.store")
     from hpc_forget.analysis import entry
-    from hpc_forget.store.store import Store
 
     runs = several_strategies() + [
         seq(S1, ORDER1, "1", LONG_FREEZE),
         seq(S2, ORDER2, "2", LONG_FREEZE),
     ]
-    store = Store(tmp_path / "results")
-    for run in runs:
-        store.put_run(
-            run.run_id,
-            key=run.key,
-            kind=run.kind,
-            languages=run.languages,
-            steps=run.steps,
-            labels=["O"],
-            config={"test": True},
-        )
-        for i in range(run.R.shape[0]):
-            row = {
-                lang: float(v) for lang, v in zip(run.languages, run.R[i], strict=True) if v == v
-            }
-            if row:
-                store.put_step(run.run_id, i, scores=row, dev_curve=[], meta={}, provenance={})
+    store_runs(tmp_path / "results", runs)
     out = tmp_path / "analysis"
     m = entry.analyze(tmp_path / "results", out, AnalysisOptions(bootstrap=20), workers=1)
     groups = m["groups"]

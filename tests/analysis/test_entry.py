@@ -7,9 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from _analysis_runs import small_runs, two_settings_runs
+from _analysis_runs import small_runs, store_runs, two_settings_runs
 
 from hpc_forget.analysis import entry, reduce
 from hpc_forget.analysis.options import AnalysisOptions
@@ -99,28 +98,8 @@ def test_analyze_cli_imports_no_torch_and_says_what_it_did(tmp_path):
     import subprocess
     import sys
 
-    from hpc_forget.store.store import Store
-
     path = tmp_path / "results"
-    store = Store(path)
-    for run in two_settings_runs():
-        store.put_run(
-            run.run_id,
-            key=run.key,
-            kind=run.kind,
-            languages=run.languages,
-            steps=run.steps,
-            labels=["O"],
-            config={},
-            settings=run.settings,
-        )
-        for i in range(run.R.shape[0]):
-            scores = {
-                lang: float(v)
-                for lang, v in zip(run.languages, run.R[i], strict=True)
-                if not np.isnan(v)
-            }
-            store.put_step(run.run_id, i, scores=scores, dev_curve=[], meta={}, provenance={})
+    store_runs(path, two_settings_runs(), config=lambda run: {})
     # a damaged step file: skipped, and said so
     step_files = sorted(path.rglob("*.h5"))
     step_files[-1].write_bytes(b"not hdf5")
