@@ -232,7 +232,9 @@ def test_the_runner_shares_one_workspace_across_an_elements_tasks(tmp_path, monk
     made, used = [], []
     monkeypatch.setattr(engine, "Workspace", lambda cfg: made.append(cfg) or object())
     monkeypatch.setattr(
-        engine, "run_task", lambda task, cfg, store, *, should_stop, workspace: used.append(workspace)
+        engine,
+        "run_task",
+        lambda task, cfg, store, *, should_stop, workspace: used.append(workspace),
     )
     from hpc_forget.study.config import config_to_dict
     from hpc_forget.study.planning import plan
