@@ -259,6 +259,14 @@ def run(
             return code
         if code != EXIT_OK:
             rc = code  # a failed task: the element's other tasks still run
+    if "_engine" in manifest and len(element) > 1:
+        loads = getattr(manifest["_engine"][2].base_models, "loads", "?")
+        print(
+            f"hpc-forget worker: element {i}: {len(element)} task(s); base model read from disk"
+            f" {loads} time(s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return rc
 
 
