@@ -397,7 +397,7 @@ def build_lock(final: Path) -> Iterator[bool]:
     folder cannot hold a lock file (read-only): the atomic rename still keeps builds safe."""
     import fcntl
 
-    path = final.with_name(f".{final.name}.lock")
+    path = _lock_path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -428,8 +428,17 @@ def cached_tiny(final: Path, build: Callable[[Path], Any]) -> Path:
     behind."""
     if final.is_dir() and tiny_problem(final) is None:
         return final
-    with build_lock(final):
-        return _cached_tiny(final, build)
+    with build_lock(final) as locked:
+        try:
+            return _cached_tiny(final, build)
+        finally:  # later callers return above; a waiter re-checks `final` under the lock
+            if locked:
+                with contextlib.suppress(OSError):
+                    os.unlink(_lock_path(final))
+
+
+def _lock_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.lock")
 
 
 def _cached_tiny(final: Path, build: Callable[[Path], Any]) -> Path:
