@@ -388,6 +388,13 @@ def prefetch_cmd(
     is_flag=True,
     help="Print the sbatch scripts and container commands; submit nothing.",
 )
+@click.option(
+    "--pack",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run up to N independent tasks per array element, on one loaded model (overrides"
+    " the profile's tasks_per_job; chains are never packed).",
+)
 @set_option
 def submit_cmd(
     config: str,
@@ -397,6 +404,7 @@ def submit_cmd(
     cache: str | None,
     run_folder: str | None,
     dry_run: bool,
+    pack: int | None,
     sets: tuple[str, ...],
 ) -> None:
     """Submit CONFIG's plan to Slurm as job arrays and return at once."""
@@ -405,7 +413,9 @@ def submit_cmd(
 
     cfg = _load_for_cluster(config, sets, cache)
     prof = load_profile(profile, slurm_sets)
-    result = submit(cfg, prof, container=container, dry_run=dry_run, run_folder=run_folder)
+    result = submit(
+        cfg, prof, container=container, dry_run=dry_run, run_folder=run_folder, pack=pack
+    )
     click.echo(result.summary())
 
 

@@ -2,8 +2,11 @@
 contract").
 
 - The **manifest** (``RUN/manifests/<array>.json``; ``submit`` writes it, the worker reads
-  it): the resolved config, the array's tasks (``tasks[i]`` is array index i) and facts about
-  the submitting environment, which the worker checks against its own.
+  it): the resolved config, the array's tasks, its ``elements`` (``elements[i]`` lists the
+  indices into ``tasks`` that array index i runs, in order: one task, or up to
+  ``tasks_per_job`` independent tasks in a packed array) and facts about the submitting
+  environment, which the worker checks against its own. Version 1 manifests (no
+  ``elements``: ``tasks[i]`` is array index i) are still read.
 - The **task markers** (``RUN/tasks/<task_id>.json``; the worker writes them, ``status``
   reads them): the state of a task's latest attempt (one of MARKER_STATES), its error and log,
   refreshed every HEARTBEAT_S; ``status`` calls a running marker older than STALE_S lost.
@@ -29,7 +32,8 @@ from hpc_forget import __version__, files
 from hpc_forget.errors import WorkerError
 
 MANIFEST_FORMAT = "hpc-forget-manifest"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+READABLE_MANIFEST_VERSIONS = (1, 2)  # 1: one task per element, no "elements"
 
 
 EXIT_OK = 0
@@ -68,8 +72,12 @@ def build_manifest(
     max_requeues: int,
     environment: dict[str, str],
     created_at: str,
+    elements: list[list[int]] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document one array's jobs read; ``tasks[i]`` is array index i."""
+    """The JSON document one array's jobs read; array index i runs ``tasks[j]`` for each j
+    in ``elements[i]`` (default: one task per element)."""
+    if elements is None:
+        elements = [[i] for i in range(len(tasks))]
     return {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -82,7 +90,15 @@ def build_manifest(
         "environment": environment,
         "config": config,
         "tasks": tasks,
+        "elements": elements,
     }
+
+
+def manifest_elements(manifest: dict) -> list[list[int]]:
+    """The task indices of every array element (a version 1 manifest: one task each)."""
+    if "elements" not in manifest:
+        return [[i] for i in range(len(manifest["tasks"]))]
+    return [list(e) for e in manifest["elements"]]
 
 
 def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -100,10 +116,11 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
     if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
         raise WorkerError(f"{path}: not an hpc-forget task manifest")
-    if m.get("version") != MANIFEST_VERSION:
+    if m.get("version") not in READABLE_MANIFEST_VERSIONS:
         raise WorkerError(
-            f"{path}: manifest version {m.get('version')} but this worker reads version"
-            f" {MANIFEST_VERSION}; resubmit with the hpc-forget that runs the jobs"
+            f"{path}: manifest version {m.get('version')} but this worker reads versions"
+            f" {', '.join(map(str, READABLE_MANIFEST_VERSIONS))}; resubmit with the hpc-forget"
+            " that runs the jobs"
         )
     return m
 

@@ -42,6 +42,7 @@ class Profile:
     array_throttle: int | None = None
     signal_lead_s: int = 120
     max_requeues: int = 10
+    tasks_per_job: int = 1
     python: str | None = None
     container_python: str = "python"
     nv: bool = True
@@ -57,7 +58,13 @@ class Profile:
         return d
 
 
-_INT_FIELDS = {"cpus_per_task": 1, "max_array_size": 1, "signal_lead_s": 0, "max_requeues": 0}
+_INT_FIELDS = {
+    "cpus_per_task": 1,
+    "max_array_size": 1,
+    "signal_lead_s": 0,
+    "max_requeues": 0,
+    "tasks_per_job": 1,
+}
 _OPT_INT_FIELDS = {"array_throttle": 1}
 _TIME_FIELDS = ("time", "chain_time")
 _STR_FIELDS = ("partition", "account", "qos", "gres", "mem", "constraint", "python")

@@ -8,8 +8,9 @@ docs/slurm.md.
   host, where ``scontrol`` exists) requeues the job.
 - ``sbatch_script``: the whole script, rendered by submitit's private ``_make_sbatch_string``
   (pinned in setup.cfg; tests/cluster/test_scripts.py fails when submitit changes).
-- ``plan_arrays``: tasks grouped into ``chains`` and ``independent`` arrays, split at the
-  array size limit; ``format_dry_run``: what ``submit --dry-run`` prints.
+- ``pack_tasks``: which tasks share one array element (``tasks_per_job``; chains never);
+  ``plan_arrays``: tasks grouped into ``chains`` and ``independent`` arrays of such elements,
+  split at the array size limit; ``format_dry_run``: what ``submit --dry-run`` prints.
 """
 
 from __future__ import annotations
@@ -110,10 +111,15 @@ def worker_command(
     return container_command(image, inner, binds=binds, env=env, nv=profile.nv)
 
 
-def batch_body(command: str, *, max_requeues: int, gpus: int) -> str:
+def batch_body(command: str, *, max_requeues: int, gpus: int, tasks_per_job: int = 1) -> str:
     """The script body: run the worker in the background, forward Slurm's signals to it, and
     requeue the job from the host side when the worker stopped for the USR1 warning."""
     port = []
+    if tasks_per_job > 1:
+        port.append(
+            f"# packed: each element runs up to {tasks_per_job} tasks one after another on one"
+            " loaded model; a requeue resumes at its first unfinished task"
+        )
     if gpus > 1:
         port = ["hpcf_port=$((20000 + ${SLURM_JOB_ID:-0} % 20000))  # per-job rendezvous port"]
     cmd_lines = command.split("\n")
@@ -165,6 +171,7 @@ def sbatch_script(
     profile: Profile,
     image: str | None,
     python: str,
+    tasks_per_job: int = 1,
 ) -> str:
     """The complete sbatch script of one array (pure). Rendered by submitit's
     ``_make_sbatch_string``, which shell-quotes every #SBATCH value."""
@@ -181,7 +188,9 @@ def sbatch_script(
         **extra,
     }
     command = worker_command(layout, array, profile, image=image, python=python)
-    body = batch_body(command, max_requeues=profile.max_requeues, gpus=profile.gpus)
+    body = batch_body(
+        command, max_requeues=profile.max_requeues, gpus=profile.gpus, tasks_per_job=tasks_per_job
+    )
     text = _make_sbatch_string(
         command=body,
         folder=os.path.join(layout.run_folder, "logs"),
@@ -217,11 +226,18 @@ class ArrayJob:
     manifest_path: str
     script: str
     script_path: str
+    elements: list[list[int]] = dataclasses.field(default_factory=list)
     job_id: str | None = None
 
     @property
     def size(self) -> int:
+        """Tasks in the array."""
         return len(self.tasks)
+
+    @property
+    def n_elements(self) -> int:
+        """Array elements (jobs): fewer than tasks when packed."""
+        return len(self.elements) if self.elements else len(self.tasks)
 
 
 def task_record(task: Any) -> dict:
@@ -233,6 +249,29 @@ def task_record(task: Any) -> dict:
 
 def group_of(task_d: Mapping[str, Any]) -> str:
     return "chains" if task_d["kind"] == "sequential" else "independent"
+
+
+def pack_tasks(tasks: Sequence[Mapping[str, Any]], tasks_per_job: int) -> list[list[int]]:
+    """Array elements as lists of indices into ``tasks`` (pure). Independent tasks (``joint``
+    and ``per-language``: MULTI, MONO, NON-SHARED LoRA, post-hoc merges) of the same base
+    model are packed, in plan order, up to ``tasks_per_job`` to an element, so an element
+    reads one model once; a sequential chain is always an element of its own (its steps
+    already share one model). Elements come in the order of their first task."""
+    if tasks_per_job < 1:
+        raise SlurmError(f"tasks_per_job must be >= 1, got {tasks_per_job}")
+    elements: list[list[int]] = []
+    open_: dict[str, list[int]] = {}  # model -> the element still taking tasks
+    for i, t in enumerate(tasks):
+        if group_of(t) == "chains" or tasks_per_job == 1:
+            elements.append([i])
+            continue
+        model = str(t["key"]["model"])
+        cur = open_.get(model)
+        if cur is None or len(cur) >= tasks_per_job:
+            cur = open_[model] = []
+            elements.append(cur)
+        cur.append(i)
+    return elements
 
 
 def plan_arrays(
@@ -254,9 +293,15 @@ def plan_arrays(
     for group in GROUPS:
         members = [t for t in tasks if group_of(t) == group]
         time_min = profile.chain_time or profile.time if group == "chains" else profile.time
-        for k, (start, count) in enumerate(split_array(len(members), max_array_size)):
+        per_job = profile.tasks_per_job if group == "independent" else 1
+        packed = pack_tasks(members, per_job)
+        for k, (start, count) in enumerate(split_array(len(packed), max_array_size)):
             array = f"{prefix}{group}-{k}"
-            chunk = list(members[start : start + count])
+            chunk: list[dict] = []
+            elements: list[list[int]] = []
+            for element in packed[start : start + count]:
+                elements.append(list(range(len(chunk), len(chunk) + len(element))))
+                chunk += [members[j] for j in element]
             manifest = build_manifest(
                 config=config,
                 tasks=chunk,
@@ -267,6 +312,7 @@ def plan_arrays(
                 max_requeues=profile.max_requeues,
                 environment=environment,
                 created_at=created_at,
+                elements=elements,
             )
             job_name = f"hf-{name}-{group}"
             script = sbatch_script(
@@ -278,6 +324,7 @@ def plan_arrays(
                 profile=profile,
                 image=image,
                 python=python,
+                tasks_per_job=max(len(e) for e in elements),
             )
             arrays.append(
                 ArrayJob(
@@ -289,6 +336,7 @@ def plan_arrays(
                     manifest_path=layout.manifest(array),
                     script=script,
                     script_path=layout.script(array),
+                    elements=elements,
                 )
             )
     return arrays
@@ -300,7 +348,8 @@ def format_dry_run(arrays: Sequence[ArrayJob], *, notes: Sequence[str] = ()) -> 
     out += [f"# {n}" for n in notes]
     for a in arrays:
         out.append("")
-        out.append(f"# ==== {a.script_path} ({a.size} task(s); manifest {a.manifest_path})")
+        packed = f" in {a.n_elements} element(s)" if a.n_elements != a.size else ""
+        out.append(f"# ==== {a.script_path} ({a.size} task(s){packed}; manifest {a.manifest_path})")
         out.append(f"# $ sbatch --parsable {shlex.quote(a.script_path)}")
         out.append(a.script.rstrip("\n"))
     return "\n".join(out) + "\n"

@@ -65,15 +65,20 @@ def _cells(kind: str, n_languages: int, steps: Iterable[int]) -> int:
 @dataclass
 class _Where:
     array: dict
-    index: int
+    index: int  # the array element
+    packed: bool = False  # the element runs other tasks too
 
 
 def _task_locations(sub: dict) -> dict[str, _Where]:
-    """task_id -> its latest array element (later submissions win)."""
+    """task_id -> its latest array element (later submissions win). A record without
+    ``elements`` (one task per element) reads as element i = task i."""
     where: dict[str, _Where] = {}
     for arr in sub["arrays"]:
-        for i, tid in enumerate(arr.get("task_ids", ())):
-            where[tid] = _Where(arr, i)
+        ids = list(arr.get("task_ids", ()))
+        elements = arr.get("elements") or [[i] for i in range(len(ids))]
+        for e, members in enumerate(elements):
+            for j in members:
+                where[ids[j]] = _Where(arr, e, len(members) > 1)
     return where
 
 
@@ -228,6 +233,12 @@ def _state(st: TaskStatus, w: _Where | None, m: dict | None, now: _dt.datetime) 
     if st.steps_done == st.steps_expected:
         return "done"
     active = _SLURM_ACTIVE.get(st.slurm_state)
+    if active == "running" and w is not None and w.packed:
+        # Slurm runs the element; of its tasks, the marker says which one
+        if m is None:
+            return "pending"  # a later task of the element, not started yet
+        if m.get("state") not in ("running", "stopping"):
+            active = None  # finished or failed while the element goes on
     if active is not None:
         return active
     if w is None:

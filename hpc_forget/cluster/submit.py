@@ -63,7 +63,9 @@ class SubmitResult:
             f"submitted {n} task(s) in {len(self.arrays)} array(s); run folder: {self.run_folder}"
         ]
         for a in self.arrays:
-            lines.append(f"  {a['name']:<16} job {a['job_id']:<10} {a['size']} task(s)")
+            jobs = len(a.get("elements") or ()) or a["size"]
+            packed = f" in {jobs} element(s)" if jobs != a["size"] else ""
+            lines.append(f"  {a['name']:<16} job {a['job_id']:<10} {a['size']} task(s){packed}")
         if self.skipped_done:
             lines.append(
                 f"  {self.skipped_done} task(s) already complete in the store were not submitted"
@@ -114,14 +116,21 @@ def submit(
     max_array_size: int | None = None,
     tasks: Sequence[Any] | None = None,
     workdir: str | os.PathLike | None = None,
+    pack: int | None = None,
 ) -> SubmitResult:
     """``hpc-forget submit``: one sbatch call per array; returns once sbatch has answered.
 
     ``container`` is an image path, or None / "none" for the host environment. With
     ``dry_run`` nothing is written or submitted and no Slurm is needed: the result's
-    ``dry_run_text`` holds every script.
+    ``dry_run_text`` holds every script. ``pack`` (``--pack N``) overrides the profile's
+    ``tasks_per_job``.
     """
     from hpc_forget.study.planning import plan
+
+    if pack is not None:
+        if pack < 1:
+            raise SlurmError(f"--pack: must be an integer >= 1, got {pack}")
+        profile = dataclasses.replace(profile, tasks_per_job=pack)
 
     image = resolve_image(container, dry_run=dry_run)
     config, store, cache = _job_config(cfg)
@@ -230,7 +239,7 @@ def launch(
     for a in arrays:
         write_json(Path(a.manifest_path), a.manifest)
         Path(a.script_path).write_text(a.script, encoding="utf-8")
-        a.job_id = sbatch.sbatch_submit(a.script_path, size=a.size)
+        a.job_id = sbatch.sbatch_submit(a.script_path, size=a.n_elements)
         rec = {
             "name": a.name,
             "group": a.group,
@@ -239,6 +248,7 @@ def launch(
             "script": os.path.relpath(a.script_path, folder),
             "manifest": os.path.relpath(a.manifest_path, folder),
             "task_ids": [t["task_id"] for t in a.tasks],
+            "elements": a.elements or [[i] for i in range(a.size)],
             "submitted_at": utc_now(),
             "cancelled_at": None,
         }

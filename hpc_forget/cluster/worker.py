@@ -1,10 +1,14 @@
-"""``python -m hpc_forget.worker MANIFEST``: run one task of a Slurm array (docs/slurm.md).
+"""``python -m hpc_forget.worker MANIFEST``: run one element of a Slurm array (docs/slurm.md).
 
 A task crosses from the login node into the job (and into the container) as JSON, not as a
-pickle: the manifest holds the resolved config, the array's tasks and facts about the submitting
-environment. The worker takes ``tasks[SLURM_ARRAY_TASK_ID]``, runs it through
-``engine.run_task`` and keeps a marker file per task (``RUN/tasks/<task_id>.json``) that
-``hpc-forget status`` reads.
+pickle: the manifest holds the resolved config, the array's tasks, its elements and facts about
+the submitting environment. The worker takes element ``SLURM_ARRAY_TASK_ID`` (one task, or up
+to ``tasks_per_job`` independent tasks when packed), runs its tasks one after another through
+``engine.run_task`` with one shared ``engine.Workspace`` (the base model read once, the
+tokenizer and encoded data reused) and keeps a marker file per task
+(``RUN/tasks/<task_id>.json``) that ``hpc-forget status`` reads. In a packed element a task
+whose marker says done (in this element) is skipped, so a requeued element resumes at its
+first unfinished task; a failed task does not stop the element's later tasks.
 
 ``main`` sets the Hugging Face offline variables first; this module imports no Hugging Face
 library, so they are set before any is imported. Signals: SIGUSR1 (forwarded by the batch script ahead of the time limit) and
@@ -41,6 +45,7 @@ from hpc_forget.cluster.contract import (
     environment_facts,
     load_manifest,
     log_path,
+    manifest_elements,
     marker_path,
     read_marker,
     write_marker,
@@ -142,22 +147,25 @@ Runner = Callable[[dict, dict, Callable[[], bool]], None]
 
 
 def engine_runner(task_d: dict, manifest: dict, should_stop: Callable[[], bool]) -> None:
-    """The real runner: config and task from the manifest, then engine.run_task."""
-    from hpc_forget.cluster.prefetch import check_prefetched
-    from hpc_forget.study.config import config_from_dict
+    """The real runner: config and task from the manifest, then engine.run_task. The config,
+    store and ``engine.Workspace`` are made once per manifest (kept in it under ``_engine``),
+    so the tasks of a packed element share the loaded base model, tokenizer and encodings."""
+    from hpc_forget.run import engine
     from hpc_forget.study.planning import Task
 
-    cfg = config_from_dict(manifest["config"], origin=manifest.get("_path", "<manifest>"))
+    if "_engine" not in manifest:
+        from hpc_forget.cluster.prefetch import check_prefetched
+        from hpc_forget.store.store import Store
+        from hpc_forget.study.config import config_from_dict
+
+        cfg = config_from_dict(manifest["config"], origin=manifest.get("_path", "<manifest>"))
+        # models and data from the shared cache only (PrefetchError names the prefetch command)
+        cfg = check_prefetched(cfg, manifest["cache_dir"])
+        manifest["_engine"] = (cfg, Store(cfg.store), engine.Workspace(cfg))
+    cfg, store, ws = manifest["_engine"]
     task = Task.from_dict(task_d)
-    # models and data from the shared cache only (PrefetchError names the prefetch command)
-    cfg = check_prefetched(cfg, manifest["cache_dir"])
-
-    from hpc_forget.run import engine
-    from hpc_forget.store.store import Store
-
-    store = Store(cfg.store)
     try:
-        engine.run_task(task, cfg, store, should_stop=should_stop)
+        engine.run_task(task, cfg, store, should_stop=should_stop, workspace=ws)
     except engine.Preempted as exc:
         raise TaskPreempted(stop_message(str(exc), task, store)) from exc
 
@@ -194,8 +202,8 @@ def run(
     install_signals: bool = True,
     heartbeat_s: float = HEARTBEAT_S,
 ) -> int:
-    """Run one task; returns the exit code (EXIT_*). Never raises for task errors.
-    ``runner`` defaults to engine_runner (tests inject a fake engine)."""
+    """Run one array element's tasks in order; returns the exit code (EXIT_*). Never raises
+    for task errors. ``runner`` defaults to engine_runner (tests inject a fake engine)."""
     env = os.environ if env is None else env
     runner = runner or engine_runner
     try:
@@ -204,40 +212,117 @@ def run(
         check_compatible(manifest, str(manifest_path), environment_facts())
         i = array_index(index, env)
         tasks = manifest["tasks"]
-        if not 0 <= i < len(tasks):
+        elements = manifest_elements(manifest)
+        if not 0 <= i < len(elements):
             raise WorkerError(
-                f"{manifest_path}: array index {i} but the manifest has {len(tasks)} tasks"
+                f"{manifest_path}: array index {i} but the manifest has {len(elements)}"
+                f" element(s)" + (f" ({len(tasks)} tasks)" if len(tasks) != len(elements) else "")
             )
+        if any(not 0 <= j < len(tasks) for j in elements[i]):
+            raise WorkerError(f"{manifest_path}: element {i} names a task the manifest lacks")
     except WorkerError as exc:
         print(f"hpc-forget worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    task_d = tasks[i]
-    task_id = task_d["task_id"]
-    restart = int(env.get("SLURM_RESTART_COUNT", "0") or 0)
-    max_requeues = int(manifest.get("max_requeues", 0))
-    path = marker_path(manifest["run_folder"], task_id)
-    old = read_marker(path) or {}
+    element = elements[i]
+    current: list[Marker] = []  # the marker of the task now running
+    flag = StopFlag(
+        on_signal=lambda name: (
+            current[-1].update(state="stopping", signal=name) if current else None
+        )
+    )
+    if install_signals:
+        flag.install()
+    rc = EXIT_OK
+    for pos, j in enumerate(element):
+        task_d = tasks[j]
+        path = marker_path(manifest["run_folder"], task_d["task_id"])
+        old = read_marker(path) or {}
+        if len(element) > 1 and _done_here(old, manifest, i):
+            print(
+                f"hpc-forget worker: task {task_d['task_id']} ({pos + 1}/{len(element)} of"
+                f" element {i}) is done; skipping it",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        if flag():  # the signal came after the last task's final poll: stop before this one
+            print(
+                f"hpc-forget worker: {flag.signal_name} before task {pos + 1}/{len(element)}"
+                " of the element; stopping",
+                file=sys.stderr,
+            )
+            return EXIT_PREEMPTED
+        marker = _new_marker(path, old, task_d, manifest, i, pos, env)
+        current.append(marker)
+        code = _run_task(marker, task_d, manifest, runner, flag, env, heartbeat_s, len(element))
+        if code == EXIT_PREEMPTED:
+            return code
+        if code != EXIT_OK:
+            rc = code  # a failed task: the element's other tasks still run
+    if "_engine" in manifest and len(element) > 1:
+        loads = getattr(manifest["_engine"][2].base_models, "loads", "?")
+        print(
+            f"hpc-forget worker: element {i}: {len(element)} task(s); base model read from disk"
+            f" {loads} time(s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return rc
+
+
+def _done_here(old: dict, manifest: dict, index: int) -> bool:
+    """The marker says the task finished in this array element (a requeue skips it)."""
+    return (
+        old.get("state") == "done"
+        and old.get("array") == manifest.get("array", "")
+        and old.get("index") == index
+    )
+
+
+def _new_marker(
+    path: Path, old: dict, task_d: dict, manifest: dict, i: int, pos: int, env: Any
+) -> Marker:
     marker = Marker(path, enabled=_is_rank_zero(env))
     marker.data = {
-        "task_id": task_id,
+        "task_id": task_d["task_id"],
         "run_id": task_d.get("run_id", ""),
         "array": manifest.get("array", ""),
         "index": i,
+        "position": pos,
         "job_id": env.get("SLURM_JOB_ID", ""),
         "array_job_id": env.get("SLURM_ARRAY_JOB_ID", ""),
-        "restart_count": restart,
+        "restart_count": int(env.get("SLURM_RESTART_COUNT", "0") or 0),
         "attempts": int(old.get("attempts", 0)) + 1,
         "host": socket.gethostname(),
         "log": log_path(manifest.get("log_pattern", ""), env),
         "started_at": utc_now(),
         "last_error": "",
     }
-    flag = StopFlag(on_signal=lambda name: marker.update(state="stopping", signal=name))
-    if install_signals:
-        flag.install()
+    return marker
+
+
+def _run_task(
+    marker: Marker,
+    task_d: dict,
+    manifest: dict,
+    runner: Runner,
+    flag: StopFlag,
+    env: Any,
+    heartbeat_s: float,
+    n_element: int,
+) -> int:
+    """One task of the element, its marker kept; the exit code it would have alone."""
+    task_id, i = task_d["task_id"], marker.data["index"]
+    restart = marker.data["restart_count"]
+    max_requeues = int(manifest.get("max_requeues", 0))
     marker.update(state="running")
+    of = (
+        f"task {marker.data['position'] + 1}/{n_element} of element {i}"
+        if n_element > 1
+        else (f"index {i}")
+    )
     print(
-        f"hpc-forget worker: task {task_id} (index {i} of {manifest.get('array', '?')}, attempt"
+        f"hpc-forget worker: task {task_id} ({of} of {manifest.get('array', '?')}, attempt"
         f" {marker.data['attempts']}, restart {restart}) on {marker.data['host']}",
         file=sys.stderr,
         flush=True,

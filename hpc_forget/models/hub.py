@@ -421,6 +421,19 @@ def load_model(
     The classifier head is initialised under `torch.manual_seed(seed)` inside a forked RNG, so
     it is the same for the same seed and the caller's RNG state is left alone.
     """
+    return _load_model_info(spec, labels, cache_dir=cache_dir, revision=revision, seed=seed)[0]
+
+
+def _load_model_info(
+    spec: str,
+    labels: Sequence[str],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+    seed: int = 0,
+) -> tuple[PreTrainedModel, tuple[str, ...]]:
+    """load_model, and the names of the modules from_pretrained initialised at random (the
+    weights missing from, or mis-shaped in, the checkpoint: the classifier)."""
     from transformers import AutoModelForTokenClassification
 
     labels = list(labels)
@@ -464,7 +477,60 @@ def load_model(
                 ", ".join(keys[:3]),
                 ", ..." if len(keys) > 3 else "",
             )
-    return model
+    fresh = {
+        (k[0] if isinstance(k, tuple) else k).rsplit(".", 1)[0]
+        for kind in ("missing_keys", "mismatched_keys")
+        for k in info.get(kind, ())
+    }
+    return model, tuple(sorted(fresh))
+
+
+class BaseModels:
+    """Base models read from disk once per process: a packed array element (docs/slurm.md,
+    "Packed arrays") runs many tasks on one model, and reading XLM-R again for each costs
+    more than some of their steps.
+
+    ``fresh(spec, labels, seed=...)`` returns what ``load_model(spec, labels, seed=seed)``
+    returns, weight for weight: a deep copy of the pristine model loaded the first time, with
+    the modules from_pretrained initialises at random (the classifier) initialised again by
+    the same ``initialize_weights`` traversal under ``torch.manual_seed(seed)`` in a forked RNG,
+    as from_pretrained does (tests/models/test_hub.py compares the two). ``loads`` counts
+    the reads from disk."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple, tuple[PreTrainedModel, tuple[str, ...]]] = {}
+        self.loads = 0
+
+    def fresh(
+        self,
+        spec: str,
+        labels: Sequence[str],
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        revision: str | None = None,
+        seed: int = 0,
+    ) -> PreTrainedModel:
+        import copy
+
+        key = (spec, tuple(labels), str(cache_dir), revision)
+        if key not in self._held:
+            model, fresh = _load_model_info(
+                spec, labels, cache_dir=cache_dir, revision=revision, seed=seed
+            )
+            self.loads += 1
+            self._held[key] = (copy.deepcopy(model), fresh)
+            return model
+        pristine, fresh = self._held[key]
+        model = copy.deepcopy(pristine)
+        names = set(fresh)
+        for name, module in model.named_modules():
+            module._is_hf_initialized = name not in names
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            model.initialize_weights()
+        for _, module in model.named_modules():
+            module._is_hf_initialized = True
+        return model
 
 
 def load_config(

@@ -388,11 +388,60 @@ def tiny_problem(folder: Path) -> str | None:
     return folder_problem(folder)
 
 
+@contextlib.contextmanager
+def build_lock(final: Path) -> Iterator[bool]:
+    """An exclusive lock on ``<final's folder>/.<name>.lock`` (POSIX ``lockf``, which NFS
+    passes on to its lock manager): concurrent builders of one cache entry — the array jobs
+    of one submission starting together — wait for the first instead of each building it.
+    The kernel drops the lock when its holder dies. Yields False, without a lock, where the
+    folder cannot hold a lock file (read-only): the atomic rename still keeps builds safe."""
+    import fcntl
+
+    path = _lock_path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.info("waiting for another process building %s", final)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+            except OSError:  # a filesystem without locks: build as before
+                yield False
+                return
+        yield True
+    finally:
+        os.close(fd)
+
+
 def cached_tiny(final: Path, build: Callable[[Path], Any]) -> Path:
     """`final` if it holds a complete, undamaged tiny model; otherwise build one into a
-    temporary folder (`build(tmp)`) and rename it into place. A damaged or half-written
-    folder is logged in one line and rebuilt; temporary folders of builders that died are
-    removed; a full disk is one line and leaves nothing behind."""
+    temporary folder (`build(tmp)`) and rename it into place, holding :func:`build_lock` so
+    concurrent callers (the arrays of one submission) build it once and the others wait and
+    use it. A damaged or half-written folder is logged in one line and rebuilt; temporary
+    folders of builders that died are removed; a full disk is one line and leaves nothing
+    behind."""
+    if final.is_dir() and tiny_problem(final) is None:
+        return final
+    with build_lock(final) as locked:
+        try:
+            return _cached_tiny(final, build)
+        finally:  # later callers return above; a waiter re-checks `final` under the lock
+            if locked:
+                with contextlib.suppress(OSError):
+                    os.unlink(_lock_path(final))
+
+
+def _lock_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.lock")
+
+
+def _cached_tiny(final: Path, build: Callable[[Path], Any]) -> Path:
     if final.is_dir():
         why = tiny_problem(final)
         if why is None:

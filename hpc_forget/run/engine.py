@@ -146,6 +146,17 @@ class Workspace:
     _encoded: dict = field(default_factory=dict)
     registered: set = field(default_factory=set)  # run ids whose run file this process wrote
     _revision: dict = field(default_factory=dict)
+    _base_models: Any = None
+
+    @property
+    def base_models(self) -> Any:
+        """models.hub.BaseModels: each base model read from disk once per process; every
+        task still starts from exactly the weights load_model gives for its seed."""
+        if self._base_models is None:
+            from hpc_forget.models.hub import BaseModels
+
+            self._base_models = BaseModels()
+        return self._base_models
 
     @property
     def corpus(self) -> Any:
@@ -235,12 +246,11 @@ class Workspace:
 
 def _fresh_model(ws: Workspace, task: Task, seed: int) -> tuple[torch.nn.Module, str]:
     from hpc_forget.data.labels import LABELS
-    from hpc_forget.models.hub import load_model
     from hpc_forget.models.lora import add_lora
 
     path = ws.model_path(task.key.model)
     seed_everything(seed)
-    model = load_model(path, list(LABELS), cache_dir=ws.cache_dir, seed=seed)
+    model = ws.base_models.fresh(path, list(LABELS), cache_dir=ws.cache_dir, seed=seed)
     if not is_full(task.key.rank):
         model = add_lora(
             model,

@@ -34,7 +34,7 @@ def test_manifest_round_trips_and_names_a_version_mismatch(tmp_path):
     path.write_text(json.dumps(m))
     assert C.load_manifest(path) == m
     path.write_text(json.dumps(dict(m, version=C.MANIFEST_VERSION + 1)))
-    with pytest.raises(WorkerError, match="manifest version 2 but this worker reads version 1"):
+    with pytest.raises(WorkerError, match="manifest version 3 but this worker reads versions 1, 2"):
         C.load_manifest(path)
     path.write_text(json.dumps(dict(m, format="other")))
     with pytest.raises(WorkerError, match="not an hpc-forget task manifest"):

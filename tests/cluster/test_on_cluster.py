@@ -432,3 +432,76 @@ def test_time_limit_checkpoints_and_completes_after_requeue(interrupted_chains, 
     assert "REQUEUED" in sacct, sacct
     ref = reference_store(references, "chains")
     assert_same_results(r["work"] / "store", ref, {b.run_id})
+
+
+# ---------------------------------------------------------------------------- (5) packed
+
+
+def packed_overrides(root: Path) -> dict:
+    return {
+        **SMALL,
+        "methods": ["mono"],
+        "data.max_train": 400,
+        "train.max_epochs_full": 20,  # several seconds a task: room to requeue between tasks
+        "cache_dir": str(root / "packed-cache"),
+    }
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_packed_element_requeued_mid_way_resumes_at_its_first_unfinished_task(slurm_root):
+    """The 4 MONO tasks of the demo packed into one array element (`--pack 4`). Once task 1
+    has stored its step and task 2 has not, `scontrol requeue` the element: the restarted
+    element skips task 1 (its step file is not rewritten), runs tasks 2-4 reading the model
+    once, and every score equals an unpacked local run's, bit for bit."""
+    work = slurm_root / "packed"
+    work.mkdir()
+    ref_dir = work / "ref"
+    ref_dir.mkdir()
+    ov = packed_overrides(slurm_root)
+    ref = start_reference("demo", {**ov, "store": str(ref_dir / "store")}, ref_dir / "run.log")
+    cfg = load_config("demo", overrides={**ov, "store": str(work / "store")})
+    run = work / "run"
+    res = SU.submit(
+        cfg, P.load_profile("local"), container="none", run_folder=run, workdir=work, pack=4
+    )
+    assert [(a["size"], len(a["elements"])) for a in res.arrays] == [(4, 1)]
+    from hpc_forget.store.store import Store
+
+    store = Store(work / "store")
+    tasks = ST.status(run).tasks
+    first, second = tasks[0], tasks[1]
+    assert len({t.run_id for t in tasks}) == 1  # one MONO run, a task per language (step)
+
+    def step(t):
+        return store.step_file(t.run_id, int(t.task_id.rsplit("-s", 1)[1]))
+
+    events: dict[str, object] = {}
+
+    def tick():
+        if "requeued" not in events and step(first).exists() and not step(second).exists():
+            st0 = step(first).stat()
+            events["first"] = (st0.st_ino, st0.st_mtime_ns)
+            subprocess.run(["scontrol", "requeue", first.job_id], check=True)
+            events["requeued"] = time.monotonic()
+        st = ST.status(run)
+        return all(t.state == "done" for t in st.tasks)
+
+    wait_for(tick, 600, "the packed element to finish", 0.2, lambda: f"{events}\n{debug_text(run)}")
+    assert "requeued" in events, f"the element finished before it could be requeued: {events}"
+    st0 = step(first).stat()
+    assert (st0.st_ino, st0.st_mtime_ns) == events["first"], "task 1 was rerun after the requeue"
+    restarts = step_restarts(store, first.run_id)  # step i is task i+1
+    assert restarts[0] in ("", "0") and [restarts[s] for s in (1, 2, 3)] == ["1"] * 3, restarts
+    log = "\n".join(
+        p.read_text(errors="replace") for p in (run / "logs").glob("independent-0-*_0.log")
+    )
+    assert f"task {first.task_id} (1/4 of element 0) is done; skipping it" in log, log[-3000:]
+    # the restarted element ran its remaining tasks on one read of the model
+    assert re.search(r"element 0: 4 task\(s\); base model read from disk 1 time\(s\)", log), log[
+        -3000:
+    ]
+    st = ST.status(run)
+    assert [t.state for t in st.tasks] == ["done"] * 4
+    finish_reference(ref, ref_dir / "run.log")
+    assert_same_results(work / "store", ref_dir / "store", {t.run_id for t in st.tasks})
