@@ -148,8 +148,8 @@ def release_model(accelerator: Accelerator, model: torch.nn.Module) -> None:
     In mixed precision accelerate replaces ``model.forward`` by a method bound to ``model``
     (a reference cycle); the class's own forward is restored here.
     """
-    model.__dict__.pop("forward", None)
-    model.__dict__.pop("_original_forward", None)
+    for attr in ("forward", "_original_forward", "_is_accelerate_prepared"):
+        model.__dict__.pop(attr, None)  # (the last: else prepare_model returns it as it is)
     accelerator.free_memory()  # its lists of models and optimizers; gc.collect; empty_cache
 
 
