@@ -114,13 +114,22 @@ def batch_body(command: str, *, max_requeues: int, gpus: int) -> str:
     """The script body: run the worker in the background, forward Slurm's signals to it, and
     requeue the job from the host side when the worker stopped for the USR1 warning."""
     port = []
+    threads = [
+        "# one thread per allocated CPU unless the profile's setup chose otherwise",
+        'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"',
+    ]
     if gpus > 1:
         port = ["hpcf_port=$((20000 + ${SLURM_JOB_ID:-0} % 20000))  # per-job rendezvous port"]
+        # accelerate launch gives every process OMP_NUM_THREADS threads: share the CPUs
+        cpus = "${SLURM_CPUS_PER_TASK:-1}"
+        threads = [
+            f"# the task's CPUs shared by its {gpus} processes unless the setup chose otherwise",
+            f'export OMP_NUM_THREADS="${{OMP_NUM_THREADS:-$(( {cpus} >= {gpus} ? {cpus} / {gpus} : 1 ))}}"',
+        ]
     cmd_lines = command.split("\n")
     return "\n".join(
         [
-            "# one thread per allocated CPU unless the profile's setup chose otherwise",
-            'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"',
+            *threads,
             'export MKL_NUM_THREADS="${MKL_NUM_THREADS:-$OMP_NUM_THREADS}"',
             *port,
             *cmd_lines[:-1],
