@@ -58,6 +58,17 @@ def test_fp16_needs_a_gpu_and_unknown_precisions_are_errors():
         choose_precision("fp8", cuda=True, capability=(9, 0))
 
 
+@pytest.fixture
+def bf16_state():
+    """Accelerate's state is a process-wide singleton (an earlier test's fp32 Accelerator
+    forbids a bf16 one): reset it around tests that make a bf16 Accelerator."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _hyper(**kw):
     return replace(step_hyper("vanilla", 0, TrainConfig()), **kw)
 
@@ -90,7 +101,7 @@ def _forward_depth(model: torch.nn.Module) -> int:
     return d
 
 
-def test_a_model_is_prepared_once_for_several_steps(monkeypatch):
+def test_a_model_is_prepared_once_for_several_steps(monkeypatch, bf16_state):
     _fake_dev(monkeypatch)
     acc = make_accelerator("bf16", cpu_threads=1)  # bf16 autocast patches the forward
     calls = []
@@ -112,7 +123,7 @@ def test_a_model_is_prepared_once_for_several_steps(monkeypatch):
 
 
 @pytest.mark.parametrize("own", [True, False])
-def test_a_finished_model_is_freed_without_the_garbage_collector(monkeypatch, own):
+def test_a_finished_model_is_freed_without_the_garbage_collector(monkeypatch, own, bf16_state):
     """Under bf16 accelerate binds a patched forward to the model (a reference cycle); the
     released model (and the accelerator's lists) must hold no reference to it."""
     _fake_dev(monkeypatch)
