@@ -237,9 +237,13 @@ def image_probe_argv(image: str) -> list[str]:
     return ["apptainer", "exec", "--cleanenv", image, "python", "-c", code]
 
 
-def accelerate_config(num_processes: int, *, mixed_precision: str = "bf16") -> dict:
+def accelerate_config(num_processes: int) -> dict:
     """An explicit `accelerate launch` config for one node with ``num_processes`` GPUs, so the
-    user's default config (~/.cache/huggingface/accelerate) is never read."""
+    user's default config (~/.cache/huggingface/accelerate) is never read.
+
+    Its ``mixed_precision`` is "no" because it decides nothing: the worker's Accelerator is
+    made in code with the precision ``train.precision`` resolves to (run/training.py), which
+    overrides what `accelerate launch` passes on."""
     if num_processes < 2:
         raise ContainerError(f"accelerate launch is for 2 or more GPUs, got {num_processes}")
     return {
@@ -250,7 +254,7 @@ def accelerate_config(num_processes: int, *, mixed_precision: str = "bf16") -> d
         "gpu_ids": "all",
         "machine_rank": 0,
         "main_training_function": "main",
-        "mixed_precision": mixed_precision,
+        "mixed_precision": "no",
         "num_machines": 1,
         "num_processes": num_processes,
         "rdzv_backend": "static",

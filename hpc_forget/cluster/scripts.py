@@ -115,20 +115,31 @@ def batch_body(command: str, *, max_requeues: int, gpus: int, tasks_per_job: int
     """The script body: run the worker in the background, forward Slurm's signals to it, and
     requeue the job from the host side when the worker stopped for the USR1 warning."""
     port = []
+    threads = [
+        "# one thread per allocated CPU unless the profile's setup chose otherwise",
+        'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"',
+    ]
+    if gpus > 1:
+        port = ["hpcf_port=$((20000 + ${SLURM_JOB_ID:-0} % 20000))  # per-job rendezvous port"]
+        # accelerate launch gives every process OMP_NUM_THREADS threads: share the CPUs
+        cpus = "${SLURM_CPUS_PER_TASK:-1}"
+        threads = [
+            f"# the task's CPUs shared by its {gpus} processes unless the setup chose otherwise",
+            f'export OMP_NUM_THREADS="${{OMP_NUM_THREADS:-$(( {cpus} >= {gpus} ? {cpus} / {gpus} : 1 ))}}"',
+        ]
+    packed = []
     if tasks_per_job > 1:
-        port.append(
+        packed.append(
             f"# packed: each element runs up to {tasks_per_job} tasks one after another on one"
             " loaded model; a requeue resumes at its first unfinished task"
         )
-    if gpus > 1:
-        port = ["hpcf_port=$((20000 + ${SLURM_JOB_ID:-0} % 20000))  # per-job rendezvous port"]
     cmd_lines = command.split("\n")
     return "\n".join(
         [
-            "# one thread per allocated CPU unless the profile's setup chose otherwise",
-            'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"',
+            *threads,
             'export MKL_NUM_THREADS="${MKL_NUM_THREADS:-$OMP_NUM_THREADS}"',
             *port,
+            *packed,
             *cmd_lines[:-1],
             "hpcf_signal=",
             "hpcf_pid=",

@@ -106,6 +106,23 @@ def _describe_limit(limit: int, profile: Profile, cluster: Mapping[str, int]) ->
     return f"arrays split at {limit} tasks ({', '.join(parts)})"
 
 
+def check_gpus(gpus: int, processes: int) -> None:
+    """One GPU per task is the default; several are an explicit choice made twice: the
+    profile's gres asks Slurm for them and ``train.processes`` (part of the run identity: the
+    effective batch is batch_size x processes) says the runs train data parallel on them."""
+    if gpus > 1 and processes != gpus:
+        raise SlurmError(
+            f"the profile asks for {gpus} GPUs per task but train.processes is {processes}:"
+            f" use gres gpu:{processes} (one GPU per task is the default), or set"
+            f" train.processes: {gpus} to train each run on {gpus} GPUs (new run ids)"
+        )
+    if processes > 1 and gpus != processes:
+        raise SlurmError(
+            f"train.processes is {processes} but the profile gives {gpus} GPU(s) per task:"
+            f" set gres gpu:{processes} (one process per GPU)"
+        )
+
+
 def submit(
     cfg: Any,
     profile: Profile,
@@ -132,6 +149,7 @@ def submit(
             raise SlurmError(f"--pack: must be an integer >= 1, got {pack}")
         profile = dataclasses.replace(profile, tasks_per_job=pack)
 
+    check_gpus(profile.gpus, cfg.train.processes)
     image = resolve_image(container, dry_run=dry_run)
     config, store, cache = _job_config(cfg)
     folder = Path(run_folder).absolute() if run_folder else default_run_folder(cfg)

@@ -42,7 +42,14 @@ from hpc_forget.run.merging import (
     merge_into,
 )
 from hpc_forget.run.strategies import NoStrategy, StepContext, Strategy, get_strategy
-from hpc_forget.run.training import Preempted, StepData, make_accelerator, train_step
+from hpc_forget.run.training import (
+    Preempted,
+    Prepared,
+    StepData,
+    agreed_stop,
+    make_accelerator,
+    train_step,
+)
 from hpc_forget.store.store import Store
 from hpc_forget.study.config import Advise, ExperimentConfig, config_to_dict
 from hpc_forget.study.identity import run_settings, settings_digest
@@ -285,6 +292,7 @@ def _train(
     progress: bool,
     strategy: Strategy,
     state: dict[str, Any],
+    prepared: Prepared,
 ) -> _Trained:
     from hpc_forget.data.labels import LABELS
 
@@ -295,7 +303,7 @@ def _train(
     train_enc, _ = concat_encoded([data_of(loc, "train") for loc in train_langs])
     dev_enc, dev_ex = concat_encoded([data_of(loc, "dev") for loc in train_langs])
     pad_id = _pad_id(ws, path)
-    accelerator = make_accelerator(tc.precision, tc.cpu_threads)
+    accelerator = prepared.accelerator
     seed_everything(seed)
     t0 = time.perf_counter()
     ctx = StepContext(
@@ -327,6 +335,7 @@ def _train(
         progress=progress,
         strategy=strategy,
         ctx=ctx,
+        prepared=prepared,
     )
     strategy.after_step(model, ctx)
     return _Trained(result, ctx, data, trainable, accelerator, t0)
@@ -415,6 +424,7 @@ def _run_step(
     progress: bool,
     strategy: Strategy,
     state: dict[str, Any],
+    prepared: Prepared,
 ) -> StepContext:
     train_langs = trained_languages(task.kind, task.steps, task.languages, step)
     test_langs = evaluated_languages(task.kind, task.languages, step)
@@ -429,6 +439,7 @@ def _run_step(
         progress=progress,
         strategy=strategy,
         state=state,
+        prepared=prepared,
     )
     result, hyper, accelerator = t.result, t.ctx.hyper, t.accelerator
     scores, dropped, eval_s = _test(ws, task, model, path, test_langs, accelerator)
@@ -487,6 +498,7 @@ def _run_merged(
     should_stop: Callable[[], bool],
     progress: bool,
     strategy: Strategy,
+    accelerator: Any,
 ) -> int:
     """MONO / NON-SHARED LoRA + merge: train one model per language, every one from the same
     initial weights with the method's per-language hyper-parameters (language i trains with
@@ -499,13 +511,41 @@ def _run_merged(
             f"task {task.task_id}: a joint run of {task.key.method} is a merge of per-language"
             f" models, but its strategy is {task.key.strategy}"
         )
-    cfg, n = ws.cfg, len(task.languages)
     t0 = time.perf_counter()
     model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1))
+    prepared = Prepared(accelerator, model)  # once for all the languages' trainings
+    try:
+        return _merge_languages(
+            ws,
+            task,
+            store,
+            (model, path, prepared),
+            strategy,
+            t0,
+            should_stop=should_stop,
+            progress=progress,
+        )
+    finally:
+        prepared.release()
+
+
+def _merge_languages(
+    ws: Workspace,
+    task: Task,
+    store: Store,
+    trained: tuple[torch.nn.Module, str, Prepared],
+    strategy: Merge,
+    t0: float,
+    *,
+    should_stop: Callable[[], bool],
+    progress: bool,
+) -> int:
+    """_run_merged's work on its model (prepared once)."""
+    model, path, prepared = trained
+    cfg, n, accelerator = ws.cfg, len(task.languages), prepared.accelerator
     initial = {k: p.detach().cpu().clone() for k, p in model.named_parameters() if p.requires_grad}
     records: dict[str, dict[str, Any]] = {}
     states: list[dict[str, torch.Tensor]] = []
-    accelerator = None
     for i, lang in enumerate(task.languages):
         saved = load_language_state(model, cfg, task.run_id, i, lang)
         if saved is None:
@@ -523,8 +563,9 @@ def _run_merged(
                 progress=progress,
                 strategy=NoStrategy(),
                 state={},
+                prepared=prepared,
             )
-            accelerator, r = t.accelerator, t.result
+            r = t.result
             rec = {
                 "epochs_run": r.epochs_run,
                 "best_epoch": r.best_epoch,
@@ -550,8 +591,6 @@ def _run_merged(
             )
         states.append(saved[0])
         records[lang] = saved[1]
-    if accelerator is None:
-        accelerator = make_accelerator(cfg.train.precision, cfg.train.cpu_threads)
     m = strategy
     _load_trainable(model, initial)
     modules = lora_modules(model)
@@ -707,8 +746,20 @@ def run_task(
     todo = [i for i in task.step_indices if i not in done]
     if not todo:
         return 0
-    ran = 0
-    strategy, state = get_strategy(task.key.strategy), {}
+    accelerator = make_accelerator(cfg.train.precision, cfg.train.cpu_threads)
+    check_processes(task, cfg, accelerator.num_processes)
+    should_stop = agreed_stop(accelerator, should_stop)  # every rank stops, or none
+    strategy = get_strategy(task.key.strategy)
+    if is_posthoc_merge(task):
+        return _run_merged(
+            ws,
+            task,
+            store,
+            should_stop=should_stop,
+            progress=progress,
+            strategy=strategy,
+            accelerator=accelerator,
+        )
     run_step = functools.partial(
         _run_step,
         ws,
@@ -717,57 +768,92 @@ def run_task(
         should_stop=should_stop,
         progress=progress,
         strategy=strategy,
-        state=state,
+        state={},
     )
-    if is_posthoc_merge(task):
-        return _run_merged(
-            ws, task, store, should_stop=should_stop, progress=progress, strategy=strategy
-        )
     if task.kind == "sequential":
-        first, n = todo[0], len(task.steps)
         model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1))
-        if strategy.needs_initial:
-            state["initial"] = {
-                k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad
-            }
-        # A missing or damaged checkpoint: recompute from the newest usable one (or step 1).
-        start = resume_from_checkpoint(
-            model,
-            cfg,
-            task.run_id,
-            first,
-            n_steps=n,
-            label=task.task_id,
-            on_extra=lambda t: strategy.load_state_tensors(t, state),
-        )
-        if start < first:
-            log.info(
-                "%s: no usable checkpoint after step %d/%d, recomputing from step %d/%d",
-                task.task_id,
-                first,
-                n,
-                start + 1,
-                n,
-            )
-        for step in range(start, n):
-            if should_stop():
-                raise Preempted(f"stopped before step {step + 1}/{n}")
-            # A step already in the store is recomputed only to rebuild the weights of a
-            # missing checkpoint; put_step is idempotent.
-            ctx = run_step(model, path, step)
-            if is_main_process():
-                extra = strategy.state_tensors(state)
-                save_checkpoint(model, cfg, task.run_id, step, n_steps=n, extra=extra)
-            ran += 1
-        strategy.after_run(model, ctx)
-        return ran
+        prepared = Prepared(accelerator, model)  # once per task (the chain's one model)
+        try:
+            return _run_chain(task, cfg, model, path, todo[0], run_step, strategy, prepared)
+        finally:
+            prepared.release()
+            del prepared, model
+    ran = 0
     for step in todo:
         if should_stop():
             raise Preempted(f"stopped before step {step + 1}/{len(task.steps)}")
         model, path = _fresh_model(ws, task, step_seed(task.key.seed, -1 - step))
-        ctx = run_step(model, path, step)
-        strategy.after_run(model, ctx)
+        prepared = Prepared(accelerator, model)  # each step's own model: once per step
+        try:
+            ctx = run_step(model, path, step, prepared=prepared)
+            strategy.after_run(model, ctx)
+        finally:
+            prepared.release()
+            del prepared, model
         ran += 1
+    return ran
+
+
+def check_processes(task: Task, cfg: ExperimentConfig, processes: int) -> None:
+    """This job runs ``train.processes`` processes: the world size is part of the run's
+    identity (each process trains on its share of every batch list, so the effective batch
+    is ``batch_size`` x processes), and scores of another world size must not be filed here."""
+    if processes != cfg.train.processes:
+        raise ConfigError(
+            f"task {task.task_id}: {processes} process(es) run it, but train.processes is"
+            f" {cfg.train.processes}; launch {cfg.train.processes} process(es) (one per GPU),"
+            f" or set train.processes: {processes} (a new run identity)"
+        )
+
+
+def _run_chain(
+    task: Task,
+    cfg: ExperimentConfig,
+    model: torch.nn.Module,
+    path: str,
+    first: int,
+    run_step: Callable[..., StepContext],
+    strategy: Strategy,
+    prepared: Prepared,
+) -> int:
+    """The steps of a sequential task from ``first`` on, on its one model (prepared once)."""
+    n, state = len(task.steps), run_step.keywords["state"]
+    should_stop = run_step.keywords["should_stop"]
+    if strategy.needs_initial:
+        state["initial"] = {
+            k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad
+        }
+    # A missing or damaged checkpoint: recompute from the newest usable one (or step 1).
+    start = resume_from_checkpoint(
+        model,
+        cfg,
+        task.run_id,
+        first,
+        n_steps=n,
+        label=task.task_id,
+        on_extra=lambda t: strategy.load_state_tensors(t, state),
+    )
+    if start < first:
+        log.info(
+            "%s: no usable checkpoint after step %d/%d, recomputing from step %d/%d",
+            task.task_id,
+            first,
+            n,
+            start + 1,
+            n,
+        )
+    ran = 0
+    for step in range(start, n):
+        if should_stop():
+            raise Preempted(f"stopped before step {step + 1}/{n}")
+        # A step already in the store is recomputed only to rebuild the weights of a
+        # missing checkpoint; put_step is idempotent.
+        ctx = run_step(model, path, step, prepared=prepared)
+        if is_main_process():
+            extra = strategy.state_tensors(state)
+            save_checkpoint(model, cfg, task.run_id, step, n_steps=n, extra=extra)
+        ran += 1
+    strategy.after_run(model, ctx)
     return ran
 
 

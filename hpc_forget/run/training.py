@@ -18,6 +18,7 @@ import torch
 from accelerate import Accelerator
 
 from hpc_forget.data.batching import collate, train_batches
+from hpc_forget.errors import ConfigError
 from hpc_forget.run.evaluation import predict_words, score_examples
 
 if TYPE_CHECKING:
@@ -49,29 +50,133 @@ class TrainResult:
     train_loss: list[float] = field(default_factory=list)
     wall_time_s: float = 0.0
     train_examples_per_s: float = 0.0
+    lr_curve: list[float] = field(default_factory=list)  # group 0's lr after each epoch
+
+
+def choose_precision(precision: str, *, cuda: bool, capability: tuple[int, int] | None) -> str:
+    """Accelerate's ``mixed_precision`` for ``train.precision`` on a device (pure).
+
+    ``auto`` is bf16 only on a CUDA GPU with real bf16 units (compute capability 8.0 or more:
+    A100, H100, L4, ...); V100 and T4 only emulate bf16 (``torch.cuda.is_bf16_supported()``
+    counts that), so ``auto`` trains them in fp32. ``bf16`` and ``fp16`` are taken as asked;
+    fp16 (with accelerate's gradient scaler) needs a CUDA GPU. ``fp32`` is ``"no"``.
+    """
+    if precision == "fp32":
+        return "no"
+    if precision == "bf16":
+        return "bf16"
+    if precision == "fp16":
+        if not cuda:
+            raise ConfigError("train.precision fp16 needs a CUDA GPU; use fp32 or bf16 here")
+        return "fp16"
+    if precision != "auto":
+        raise ConfigError(f"train.precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    if cuda and capability is not None and tuple(capability) >= (8, 0):
+        return "bf16"
+    return "no"
 
 
 def mixed_precision(precision: str) -> str:
-    """'bf16' on a CUDA device that supports it (or when asked), else 'no' (fp32)."""
-    if precision == "bf16":
-        return "bf16"
-    if precision == "fp32":
-        return "no"
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
+    """:func:`choose_precision` on this machine's first visible CUDA device (or none)."""
+    cuda = torch.cuda.is_available()
+    capability = torch.cuda.get_device_capability() if cuda else None
+    return choose_precision(precision, cuda=cuda, capability=capability)
 
 
 def make_accelerator(precision: str, cpu_threads: int = 0) -> Accelerator:
     """An in-code Accelerator (never reads a user's accelerate config file).
 
     On CPU, ``cpu_threads`` > 0 caps torch's threads: small models on busy machines run many
-    times faster on one thread than on several that contend.
+    times faster on one thread than on several that contend. On a GPU in fp32, TF32 is off
+    (fp32 means fp32: TF32 matmuls round inputs to 10 mantissa bits).
     """
     on_cpu = not torch.cuda.is_available()
     if on_cpu and cpu_threads > 0:
         torch.set_num_threads(cpu_threads)
-    return Accelerator(mixed_precision=mixed_precision(precision), cpu=on_cpu)
+    mixed = mixed_precision(precision)
+    if not on_cpu and mixed == "no":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return Accelerator(mixed_precision=mixed, cpu=on_cpu)
+
+
+def agreed(accelerator: Accelerator, flag: bool) -> bool:
+    """``flag`` agreed by every process: true on all as soon as it is true on one.
+
+    A stop flag read by each process on its own could raise on one rank while the others
+    wait in the next all-reduce forever. Every process must call this at the same point.
+    """
+    if accelerator.num_processes <= 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def agreed_stop(accelerator: Accelerator, should_stop: Callable[[], bool]) -> Callable[[], bool]:
+    """``should_stop`` as every process agrees on it (:func:`agreed`)."""
+    if accelerator.num_processes <= 1:
+        return should_stop
+    return lambda: agreed(accelerator, should_stop())
+
+
+def main_value(accelerator: Accelerator, value: float) -> float:
+    """Process 0's ``value`` on every process (a broadcast; itself on a single process)."""
+    if accelerator.num_processes <= 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
+def prepare_model(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` prepared for training (moved to the device; DDP-wrapped on several
+    processes; its forward under autocast in mixed precision). Prepare a model once, not once
+    per step: preparing again wraps the wrapper. Undo with :func:`release_model`."""
+    return accelerator.prepare_model(model)
+
+
+def release_model(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Drop what :func:`prepare_model` attached to ``model`` and free the accelerator's
+    references, so a finished model is freed by reference counting (no cycle waits for the
+    garbage collector) and an old DDP wrapper's gradient buffers go with it.
+
+    In mixed precision accelerate replaces ``model.forward`` by a method bound to ``model``
+    (a reference cycle); the class's own forward is restored here.
+    """
+    for attr in ("forward", "_original_forward", "_is_accelerate_prepared"):
+        model.__dict__.pop(attr, None)  # (the last: else prepare_model returns it as it is)
+    accelerator.free_memory()  # its lists of models and optimizers; gc.collect; empty_cache
+
+
+class Prepared:
+    """A model prepared once for a task (:func:`prepare_model`), again only when the set of
+    trainable weights changed (a strategy froze some): DDP hooks the gradients of the weights
+    that train when it wraps the model. ``model`` stays the plain model (strategies, the
+    evaluation and checkpoints use it and its parameter names); training calls ``wrapped()``.
+    """
+
+    def __init__(self, accelerator: Accelerator, model: torch.nn.Module) -> None:
+        self.accelerator, self.model = accelerator, model
+        self._wrapped: torch.nn.Module | None = None
+        self._trains: tuple[str, ...] = ()
+
+    def wrapped(self) -> torch.nn.Module:
+        trains = tuple(n for n, _ in _trainable(self.model))
+        if self._wrapped is not None and trains != self._trains:
+            self.release()
+        if self._wrapped is None:
+            self._wrapped, self._trains = prepare_model(self.accelerator, self.model), trains
+        return self._wrapped
+
+    def release(self) -> None:
+        """Unwrap and free (:func:`release_model`); the plain model stays usable."""
+        self._wrapped = None
+        release_model(self.accelerator, self.model)
 
 
 def _shard(n_batches: int, world: int, rank: int) -> list[int]:
@@ -104,6 +209,7 @@ def train_step(
     progress: bool = False,
     strategy: Strategy | None = None,
     ctx: StepContext | None = None,
+    prepared: Prepared | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on one step's data; leave it holding the best epoch's weights.
 
@@ -111,7 +217,15 @@ def train_step(
     Early stopping: the step ends once dev F1 has not improved for ``patience`` epochs, but
     never before ``min_epochs`` epochs (a small model's dev F1 is often 0 for its first
     epochs, and patience would end the step before it learns anything). A ``strategy`` whose
-    ``adds_loss`` is set adds its term to every batch's loss (run/strategies.py).
+    ``adds_loss`` is set adds its term to every batch's loss (run/strategies.py); its hooks
+    get the plain ``model``, never a DDP wrapper.
+
+    ``prepared``: the task's :class:`Prepared` of ``model`` (the engine prepares a model once
+    per task); without one, the model is prepared here and released at the end.
+
+    On several processes (data parallel), every process trains on its shard of each epoch's
+    batches with its own dropout stream; the stop flag, and every early-stopping decision
+    (rank 0's dev F1), are the same on all of them, so they leave the loop together.
     """
     lr, head_lr = hyper.lr, hyper.head_lr
     batch_size, eval_batch_size = hyper.batch_size, hyper.eval_batch_size
@@ -148,7 +262,16 @@ def train_step(
     n_batches = len(_shard(-(-len(lengths) // batch_size), world, rank))
     total = max(1, n_batches * hyper.max_epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(hyper.warmup_ratio * total), total)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The optimizer is prepared (fp16's gradient scaler), the scheduler is not: accelerate's
+    # AcceleratedScheduler steps it once per process per optimizer step (split_batches=False),
+    # which would run the schedule num_processes times too fast. Stepped here once per step.
+    optimizer = accelerator.prepare_optimizer(optimizer)
+    own = prepared is None
+    prepared = Prepared(accelerator, model) if prepared is None else prepared
+    net = prepared.wrapped()
+    if rank > 0:  # every process its own dropout masks (process 0's are a single process's)
+        torch.manual_seed(seed + rank * 2**32)
+    stop = agreed_stop(accelerator, should_stop)
 
     def dev_f1() -> float:
         pred = predict_words(
@@ -167,6 +290,7 @@ def train_step(
     best_state = [p.detach().clone() for _, p in params]
     curve: list[float] = []
     losses: list[float] = []
+    lrs: list[float] = []
     since_best = 0
     seen = 0
     t0 = time.perf_counter()
@@ -177,9 +301,9 @@ def train_step(
         epochs = tqdm(epochs, desc="epochs", leave=False)
     epoch = 0
     for epoch in epochs:
-        if should_stop():
+        if stop():
             raise Preempted(f"stopped before epoch {epoch}")
-        model.train()
+        net.train()
         running = torch.zeros((), device=device)
         batches = train_batches(lengths, batch_size, seed=seed * 100_003 + epoch)
         for idx in (batches[i] for i in _shard(len(batches), world, rank)):
@@ -192,19 +316,22 @@ def train_step(
             )
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with accelerator.autocast():
-                loss = model(**batch).loss
+                loss = net(**batch).loss
                 if extra_loss:
                     loss = strategy.batch_loss(model, batch, loss, ctx)
             accelerator.backward(loss)
             if max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
-            scheduler.step()
+            if not getattr(optimizer, "step_was_skipped", False):  # fp16: an inf/nan step
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             running += loss.detach()
             seen += len(idx) * world
-        f1 = dev_f1()  # host sync, once per epoch
+        # host sync, once per epoch; rank 0's dev F1 decides on every process
+        f1 = main_value(accelerator, dev_f1() if accelerator.is_main_process else 0.0)
         curve.append(f1)
+        lrs.append(float(optimizer.param_groups[0]["lr"]))
         losses.append(float(running) / max(1, n_batches))
         if f1 > best_f1:
             best_f1, best_epoch, since_best = f1, epoch, 0
@@ -218,6 +345,11 @@ def train_step(
         for keep, (_, p) in zip(best_state, params, strict=True):
             p.copy_(keep)
     wall = time.perf_counter() - t0
+    del net, optimizer, scheduler
+    if own:
+        prepared.release()
+    else:
+        accelerator.free_memory()  # this step's optimizer; gc.collect; empty_cache
     return TrainResult(
         epochs_run=epoch,
         best_epoch=best_epoch,
@@ -226,4 +358,5 @@ def train_step(
         train_loss=losses,
         wall_time_s=wall,
         train_examples_per_s=seen / wall if wall > 0 else 0.0,
+        lr_curve=lrs,
     )

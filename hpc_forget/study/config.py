@@ -67,11 +67,16 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     lora_dropout: float = 0.1
-    precision: str = "auto"  # auto (bf16 on a GPU that supports it, else fp32) | bf16 | fp32
+    # auto (bf16 on a GPU with real bf16 units: compute capability >= 8.0; else fp32) | bf16
+    # | fp16 (CUDA only, with a gradient scaler) | fp32
+    precision: str = "auto"
     pad_multiple: int = 8  # pad batches to a multiple of this: few distinct shapes
     max_grad_norm: float = 1.0  # 0 = no clipping
     cpu_threads: int = 0  # torch threads on CPU; 0 = torch's default (one per core)
     lora_head: str = "train"  # LoRA runs: train the classifier with the adapter, or "frozen"
+    # data-parallel processes (GPUs) per task; part of the run's identity (the effective batch
+    # is batch_size x processes). 1 = one GPU per task; more needs as many GPUs per task
+    processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -822,8 +827,8 @@ def _train(c: _Checker, raw: Any) -> TrainConfig:
                 raise c.fail(key, f"must be train or frozen, got {_got(v)}")
             kw[name] = v
         elif name == "precision":
-            if not isinstance(v, str) or v not in ("auto", "bf16", "fp32"):
-                raise c.fail(key, f"must be auto, bf16 or fp32, got {_got(v)}")
+            if not isinstance(v, str) or v not in ("auto", "bf16", "fp16", "fp32"):
+                raise c.fail(key, f"must be auto, bf16, fp16 or fp32, got {_got(v)}")
             kw[name] = v
         elif isinstance(default, int):
             lo = 0 if name.startswith(("patience", "min_epochs")) or name == "cpu_threads" else 1

@@ -42,7 +42,7 @@ GRID_KEYS: tuple[str, ...] = (
 
 SETTINGS_DIGEST_LEN = 12
 
-LATER_KEYS: Mapping[str, Any] = {"train.lora_head": "train"}
+LATER_KEYS: Mapping[str, Any] = {"train.lora_head": "train", "train.processes": 1}
 """Settings added after stores existed, left out of the digest at these defaults, so the runs
 of an older store keep their ids (a non-default value is a new setting, in the digest)."""
 

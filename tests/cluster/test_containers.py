@@ -133,7 +133,7 @@ def test_multi_gpu_uses_accelerate_launch_with_explicit_config_and_port():
         "/m.json",
     ]
     cfg = C.accelerate_config(4)
-    assert cfg["num_processes"] == 4 and cfg["mixed_precision"] == "bf16"
+    assert cfg["num_processes"] == 4 and cfg["mixed_precision"] == "no"
     assert cfg["distributed_type"] == "MULTI_GPU"
 
 

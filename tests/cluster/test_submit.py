@@ -55,3 +55,16 @@ def test_submit_writes_manifests_scripts_and_the_record(tmp_path, monkeypatch):
     assert (run / "scripts" / "chains-0.sbatch").read_text().startswith("#!/bin/bash")
     with pytest.raises(SlurmError, match="already holds a submission"):
         SU.submit(small_demo(tmp_path), P.load_profile("local"), run_folder=run)
+
+
+def test_several_gpus_per_task_must_match_train_processes():
+    from hpc_forget.cluster.submit import check_gpus
+    from hpc_forget.errors import SlurmError
+
+    check_gpus(0, 1)
+    check_gpus(1, 1)
+    check_gpus(2, 2)
+    with pytest.raises(SlurmError, match="train.processes is 1"):
+        check_gpus(2, 1)
+    with pytest.raises(SlurmError, match="set gres gpu:2"):
+        check_gpus(1, 2)

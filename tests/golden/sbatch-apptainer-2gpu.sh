@@ -25,8 +25,8 @@
 module load apptainer 2>/dev/null || true
 
 # command
-# one thread per allocated CPU unless the profile's setup chose otherwise
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"
+# the task's CPUs shared by its 2 processes unless the setup chose otherwise
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( ${SLURM_CPUS_PER_TASK:-1} >= 2 ? ${SLURM_CPUS_PER_TASK:-1} / 2 : 1 ))}"
 export MKL_NUM_THREADS="${MKL_NUM_THREADS:-$OMP_NUM_THREADS}"
 hpcf_port=$((20000 + ${SLURM_JOB_ID:-0} % 20000))  # per-job rendezvous port
 export HF_DATASETS_OFFLINE=1

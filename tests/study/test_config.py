@@ -106,7 +106,7 @@ def test_overrides(tmp_path):
         (lambda s: s + "train: {lr_full: -1}\n", "study.yaml:8: train.lr_full: must be in"),
         (
             lambda s: s + "train: {precision: fp8}\n",
-            "study.yaml:8: train.precision: must be auto, bf16 or fp32",
+            "study.yaml:8: train.precision: must be auto, bf16, fp16 or fp32",
         ),
         (
             lambda s: s + "train: {warmpu_ratio: 0.1}\n",

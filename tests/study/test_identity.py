@@ -37,6 +37,7 @@ def _ids(**sets) -> set[str]:
         ("train.precision", "fp32"),
         ("train.pad_multiple", 1),
         ("train.eval_batch_size", 64),
+        ("train.processes", 2),
     ],
 )
 def test_every_score_setting_changes_every_run_id(key, value):
@@ -51,6 +52,7 @@ def test_every_score_setting_changes_every_run_id(key, value):
         ("store", "/some/other/spelling/../store"),
         ("cache_dir", "/scratch/cache"),
         ("train.cpu_threads", 1),
+        ("train.processes", 1),  # the default: single-process runs keep their ids
     ],
 )
 def test_settings_that_cannot_change_a_score_keep_the_run_ids(key, value):
@@ -111,3 +113,10 @@ def test_other_settings_note_names_the_differing_keys():
     assert other_settings_note(planned, {"new": stored["new"]}) is None
     other_cell = {"x": ({**key, "method": "mono", "settings": "o"}, old)}
     assert other_settings_note(planned, other_cell) is None  # another cell, not other settings
+
+
+def test_world_size_enters_the_settings_only_beyond_one_process():
+    cfg = load_config("demo")
+    assert "processes" not in run_settings(cfg, "vanilla", 0)["train"]
+    two = load_config("demo", overrides={"train.processes": 2})
+    assert run_settings(two, "vanilla", 0)["train"]["processes"] == 2
