@@ -12,6 +12,11 @@ contract").
   refreshed every HEARTBEAT_S; ``status`` calls a running marker older than STALE_S lost.
 - The worker's **exit codes** (EXIT_*): on EXIT_PREEMPTED after SIGUSR1 the batch script
   requeues the job.
+- The **stop request** (``RUN/stop/<job>``; multi-process elements only): torchrun, behind
+  ``accelerate launch``, dies of SIGUSR1 and does not pass it on, so on Slurm's warning the
+  batch script creates this file instead of signalling; every rank polls it like the signal
+  flag. Rank 0 writes its exit code to ``RUN/stop/<job>.exit``, which the batch script takes
+  in place of the launcher's own (a worker's EXIT_PREEMPTED would else arrive as 1).
 - The **log path**: the sbatch ``--output`` pattern, expanded as Slurm expands it (the worker
   records it in the marker; ``status`` shows it for tasks without one).
 
@@ -157,6 +162,34 @@ def log_path(pattern: str, env: dict[str, str] | os._Environ) -> str:
             out.append(c)
             i += 1
     return "".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# stop requests (multi-process elements)
+
+
+def job_key(env: dict[str, str] | os._Environ) -> str:
+    """This array element's own job id as scontrol names it (``ARRAYJOB_TASK``; the plain job
+    id outside arrays): the batch script computes the same text (``hpcf_self``)."""
+    array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    if array:
+        return f"{array}_{task}"
+    return env.get("SLURM_JOB_ID") or "local"
+
+
+def stop_request_path(run_folder: str | os.PathLike, env: dict[str, str] | os._Environ) -> Path:
+    return Path(run_folder) / "stop" / job_key(env)
+
+
+def exit_record_path(stop_request: Path) -> Path:
+    return stop_request.with_name(stop_request.name + ".exit")
+
+
+def write_exit_record(stop_request: Path, code: int) -> None:
+    """Rank 0's exit code, for the batch script (it reads digits only)."""
+    path = exit_record_path(stop_request)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.atomic_write_raw(path, f"{int(code)}\n".encode())
 
 
 # --------------------------------------------------------------------------------------------

@@ -111,10 +111,26 @@ def worker_command(
     return container_command(image, inner, binds=binds, env=env, nv=profile.nv)
 
 
-def batch_body(command: str, *, max_requeues: int, gpus: int, tasks_per_job: int = 1) -> str:
+def batch_body(
+    command: str,
+    *,
+    max_requeues: int,
+    gpus: int,
+    tasks_per_job: int = 1,
+    stop_dir: str = "stop",
+) -> str:
     """The script body: run the worker in the background, forward Slurm's signals to it, and
-    requeue the job from the host side when the worker stopped for the USR1 warning."""
+    requeue the job from the host side when the worker stopped for the USR1 warning.
+
+    Several GPUs: the worker runs under ``accelerate launch`` (torchrun), which dies of SIGUSR1
+    and passes no USR1 on to its ranks. The USR1 warning therefore creates the element's stop
+    request in ``stop_dir`` (every rank polls it; the job contract, cluster/contract.py), and
+    the exit code rank 0 records there replaces the launcher's, so EXIT_PREEMPTED survives it.
+    """
     port = []
+    multi: list[str] = []
+    forward = ['    if [ -n "$hpcf_pid" ]; then kill -s "$1" "$hpcf_pid" 2>/dev/null; fi']
+    take_exit: list[str] = []
     threads = [
         "# one thread per allocated CPU unless the profile's setup chose otherwise",
         'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"',
@@ -126,6 +142,25 @@ def batch_body(command: str, *, max_requeues: int, gpus: int, tasks_per_job: int
         threads = [
             f"# the task's CPUs shared by its {gpus} processes unless the setup chose otherwise",
             f'export OMP_NUM_THREADS="${{OMP_NUM_THREADS:-$(( {cpus} >= {gpus} ? {cpus} / {gpus} : 1 ))}}"',
+        ]
+        q = shlex.quote(stop_dir)
+        multi = [
+            "# torchrun dies of SIGUSR1 and does not pass it on: the warning becomes a stop",
+            "# request that every rank polls, and rank 0 records its exit code beside it",
+            '_hpcf_job="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',
+            f'hpcf_stop={q}/"${{_hpcf_job:-$SLURM_JOB_ID}}"',
+            f'mkdir -p {q} && rm -f "$hpcf_stop" "$hpcf_stop.exit"',
+        ]
+        forward = [
+            '    if [ "$1" = USR1 ]; then : > "$hpcf_stop"',
+            '    elif [ -n "$hpcf_pid" ]; then kill -s "$1" "$hpcf_pid" 2>/dev/null; fi',
+        ]
+        take_exit = [
+            "# rank 0's own exit code, not the launcher's (digits only)",
+            'if [ -f "$hpcf_stop.exit" ]; then',
+            '    hpcf_code=$(head -c 8 "$hpcf_stop.exit" | tr -cd 0-9)',
+            "    hpcf_rc=${hpcf_code:-$hpcf_rc}",
+            "fi",
         ]
     packed = []
     if tasks_per_job > 1:
@@ -139,6 +174,7 @@ def batch_body(command: str, *, max_requeues: int, gpus: int, tasks_per_job: int
             *threads,
             'export MKL_NUM_THREADS="${MKL_NUM_THREADS:-$OMP_NUM_THREADS}"',
             *port,
+            *multi,
             *packed,
             *cmd_lines[:-1],
             "hpcf_signal=",
@@ -146,7 +182,7 @@ def batch_body(command: str, *, max_requeues: int, gpus: int, tasks_per_job: int
             "hpcf_forward() {",
             "    hpcf_signal=$1",
             '    echo "hpc-forget: batch script got SIG$1; forwarding it to the worker" >&2',
-            '    if [ -n "$hpcf_pid" ]; then kill -s "$1" "$hpcf_pid" 2>/dev/null; fi',
+            *forward,
             "}",
             "trap 'hpcf_forward USR1' USR1",
             "trap 'hpcf_forward TERM' TERM",
@@ -157,6 +193,7 @@ def batch_body(command: str, *, max_requeues: int, gpus: int, tasks_per_job: int
             "    hpcf_rc=$?",
             '    kill -0 "$hpcf_pid" 2>/dev/null || break  # wait returned for a signal: wait again',
             "done",
+            *take_exit,
             f'if [ "$hpcf_rc" -eq {EXIT_PREEMPTED} ] && [ "$hpcf_signal" = USR1 ] &&'
             f' [ "${{SLURM_RESTART_COUNT:-0}}" -lt {max_requeues} ]; then',
             "    # this element only: an element's SLURM_JOB_ID can equal the array's id,"
@@ -200,7 +237,11 @@ def sbatch_script(
     }
     command = worker_command(layout, array, profile, image=image, python=python)
     body = batch_body(
-        command, max_requeues=profile.max_requeues, gpus=profile.gpus, tasks_per_job=tasks_per_job
+        command,
+        max_requeues=profile.max_requeues,
+        gpus=profile.gpus,
+        tasks_per_job=tasks_per_job,
+        stop_dir=os.path.join(layout.run_folder, "stop"),
     )
     text = _make_sbatch_string(
         command=body,

@@ -48,6 +48,8 @@ from hpc_forget.cluster.contract import (
     manifest_elements,
     marker_path,
     read_marker,
+    stop_request_path,
+    write_exit_record,
     write_marker,
 )
 from hpc_forget.errors import WorkerError, first_line
@@ -120,8 +122,19 @@ class StopFlag:
 
     signal_name: str | None = None
     on_signal: Callable[[str], None] | None = None
+    stop_file: Path | None = None  # multi-process elements: the batch script's stop request
 
     def __call__(self) -> bool:
+        if self.signal_name is None and self.stop_file is not None and self.stop_file.exists():
+            # the batch script's stand-in for the USR1 that the launcher cannot pass on
+            self.signal_name = "SIGUSR1"
+            if self.on_signal is not None:
+                self.on_signal(self.signal_name)
+            print(
+                "hpc-forget worker: stop requested (Slurm's warning); stopping at the next"
+                " epoch boundary",
+                file=sys.stderr,
+            )
         return self.signal_name is not None
 
     def handle(self, signum: int, frame: Any = None) -> None:
@@ -223,15 +236,35 @@ def run(
     except WorkerError as exc:
         print(f"hpc-forget worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    element = elements[i]
     current: list[Marker] = []  # the marker of the task now running
+    several = int(env.get("WORLD_SIZE") or 1) > 1  # under accelerate launch / torchrun
+    stop = stop_request_path(manifest["run_folder"], env) if several else None
     flag = StopFlag(
         on_signal=lambda name: (
             current[-1].update(state="stopping", signal=name) if current else None
-        )
+        ),
+        stop_file=stop,
     )
     if install_signals:
         flag.install()
+    rc = _run_element(manifest, i, elements[i], runner, flag, current, env, heartbeat_s)
+    if stop is not None and _is_rank_zero(env):
+        write_exit_record(stop, rc)  # the launcher's own exit code would hide it
+    return rc
+
+
+def _run_element(
+    manifest: dict,
+    i: int,
+    element: list[int],
+    runner: Runner,
+    flag: StopFlag,
+    current: list[Marker],
+    env: dict[str, str] | os._Environ,
+    heartbeat_s: float,
+) -> int:
+    """The element's tasks in order; the element's exit code."""
+    tasks = manifest["tasks"]
     rc = EXIT_OK
     for pos, j in enumerate(element):
         task_d = tasks[j]

@@ -333,3 +333,84 @@ def test_a_stop_inside_a_step_names_the_step_1_based():
         "step 3/4: stopped before epoch 2"
     )
     assert W.stop_message("stopped before step 3/4", Task(), Store()) == "stopped before step 3/4"
+
+
+# ------------------------------------------------------- several processes (accelerate launch)
+
+RANK_WORKER = textwrap.dedent(
+    """
+    import os, sys, time
+    from hpc_forget.cluster import worker as W
+
+    def runner(task, manifest, should_stop):
+        open(os.environ["READY"] + os.environ["RANK"], "w").close()
+        for _ in range(3000):  # 30 s: a rank that never sees the stop request fails the test
+            if should_stop():
+                raise W.TaskPreempted("stopped at an epoch boundary")
+            time.sleep(0.01)
+
+    sys.exit(W.run(sys.argv[1], index=0, runner=runner))
+    """
+)
+
+
+@pytest.mark.slow
+def test_usr1_under_torchrun_reaches_every_rank_and_requeues(tmp_path):
+    """With several GPUs the worker runs under torchrun, which dies of SIGUSR1 and would pass
+    nothing on (the job would end 138 with its ranks killed). The batch script instead makes
+    the stop request every rank polls, and takes rank 0's exit code 75 in place of the
+    launcher's, so the job requeues itself."""
+    path = make_manifest(tmp_path, n=1)
+    (tmp_path / "bin").mkdir()
+    calls = tmp_path / "scontrol.calls"
+    scontrol = tmp_path / "bin" / "scontrol"
+    scontrol.write_text(f'#!/bin/bash\necho "$@" >> "{calls}"\n')
+    scontrol.chmod(0o755)
+    (tmp_path / "rank.py").write_text(RANK_WORKER)
+    ready = tmp_path / "ready"
+    command = (
+        f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2"
+        f" {tmp_path / 'rank.py'} {path}"
+    )
+    body = batch_body(command, max_requeues=3, gpus=2, stop_dir=str(tmp_path / "run" / "stop"))
+    script = tmp_path / "body.sh"
+    script.write_text("#!/bin/bash\n" + body + "\n")
+    env = dict(
+        os.environ,
+        PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        SLURM_JOB_ID="4242",
+        SLURM_RESTART_COUNT="0",
+        SLURM_CPUS_PER_TASK="2",
+        READY=str(ready),
+        PYTHONPATH=str(Path(W.__file__).resolve().parents[2]),
+    )
+    p = subprocess.Popen(
+        ["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{ready}{r}").exists() for r in (0, 1)):
+        assert time.monotonic() < deadline and p.poll() is None, p.communicate()[0]
+        time.sleep(0.05)
+    p.send_signal(signal.SIGUSR1)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, out
+    assert calls.read_text().strip() == "requeue 4242", out
+    assert (tmp_path / "run" / "stop" / "4242.exit").read_text().strip() == "75"
+    m = marker(tmp_path, "t0")
+    assert m["state"] == "requeued" and m["signal"] == "SIGUSR1", m
+
+
+def test_the_stop_request_file_sets_the_flag_once(tmp_path):
+    seen = []
+    flag = W.StopFlag(on_signal=seen.append, stop_file=tmp_path / "stop" / "4242_3")
+    assert not flag() and seen == []
+    flag.stop_file.parent.mkdir()
+    flag.stop_file.touch()
+    assert flag() and flag() and seen == ["SIGUSR1"] and flag.signal_name == "SIGUSR1"
+
+
+def test_the_stop_request_is_named_as_scontrol_names_the_element():
+    assert C.job_key({"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "3"}) == "77_3"
+    assert C.job_key({"SLURM_JOB_ID": "78"}) == "78" and C.job_key({}) == "local"
+    stop = C.stop_request_path("/r", {"SLURM_JOB_ID": "78"})
+    assert stop == Path("/r/stop/78") and C.exit_record_path(stop) == Path("/r/stop/78.exit")

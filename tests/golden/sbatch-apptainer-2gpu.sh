@@ -29,6 +29,11 @@ module load apptainer 2>/dev/null || true
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( ${SLURM_CPUS_PER_TASK:-1} >= 2 ? ${SLURM_CPUS_PER_TASK:-1} / 2 : 1 ))}"
 export MKL_NUM_THREADS="${MKL_NUM_THREADS:-$OMP_NUM_THREADS}"
 hpcf_port=$((20000 + ${SLURM_JOB_ID:-0} % 20000))  # per-job rendezvous port
+# torchrun dies of SIGUSR1 and does not pass it on: the warning becomes a stop
+# request that every rank polls, and rank 0 records its exit code beside it
+_hpcf_job="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"
+hpcf_stop='/scratch/it'"'"'s a "study" $HOME/runs/demo 100%/stop'/"${_hpcf_job:-$SLURM_JOB_ID}"
+mkdir -p '/scratch/it'"'"'s a "study" $HOME/runs/demo 100%/stop' && rm -f "$hpcf_stop" "$hpcf_stop.exit"
 export HF_DATASETS_OFFLINE=1
 export HF_HOME='/scratch/it'"'"'s a "study" $HOME/cache/hf-home'
 export HF_HUB_DISABLE_TELEMETRY=1
@@ -41,7 +46,8 @@ hpcf_pid=
 hpcf_forward() {
     hpcf_signal=$1
     echo "hpc-forget: batch script got SIG$1; forwarding it to the worker" >&2
-    if [ -n "$hpcf_pid" ]; then kill -s "$1" "$hpcf_pid" 2>/dev/null; fi
+    if [ "$1" = USR1 ]; then : > "$hpcf_stop"
+    elif [ -n "$hpcf_pid" ]; then kill -s "$1" "$hpcf_pid" 2>/dev/null; fi
 }
 trap 'hpcf_forward USR1' USR1
 trap 'hpcf_forward TERM' TERM
@@ -52,6 +58,11 @@ while :; do
     hpcf_rc=$?
     kill -0 "$hpcf_pid" 2>/dev/null || break  # wait returned for a signal: wait again
 done
+# rank 0's own exit code, not the launcher's (digits only)
+if [ -f "$hpcf_stop.exit" ]; then
+    hpcf_code=$(head -c 8 "$hpcf_stop.exit" | tr -cd 0-9)
+    hpcf_rc=${hpcf_code:-$hpcf_rc}
+fi
 if [ "$hpcf_rc" -eq 75 ] && [ "$hpcf_signal" = USR1 ] && [ "${SLURM_RESTART_COUNT:-0}" -lt 20 ]; then
     # this element only: an element's SLURM_JOB_ID can equal the array's id, which names the whole array
     hpcf_self="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"
