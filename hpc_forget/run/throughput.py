@@ -59,7 +59,9 @@ _OPTIONAL = ("source", "note")
 def record_from_dict(d: object, where: str) -> Throughput:
     """A record from its JSON object; a EstimateError naming ``where`` and the field if not."""
     if not isinstance(d, dict):
-        raise EstimateError(f"{where}: a throughput record is a JSON object, got {type(d).__name__}")
+        raise EstimateError(
+            f"{where}: a throughput record is a JSON object, got {type(d).__name__}"
+        )
     unknown = sorted(set(d) - set(_FIELDS))
     if unknown:
         raise EstimateError(f"{where}: unknown field(s) {', '.join(unknown)}")
