@@ -403,7 +403,8 @@ def estimate(
             )
     notes = [
         f"model load {load_s:g} s per job start; queue waits not modelled; LoRA steps are"
-        " costed at the measured (full fine-tuning) rate, an overestimate",
+        " costed at the measured (full fine-tuning) rate, an overestimate; tasks that cannot"
+        " finish are counted at their whole length",
     ]
     if profile.gpus == 0:
         notes.append(f"profile {profile.name} requests no GPU: hours are of the measured device")
@@ -431,12 +432,13 @@ def format_estimate(est: Estimate, *, every_task: bool = True) -> str:
     lines = [f"estimate for profile {est.profile} ({est.gpus} GPU(s) per task)"]
     lines += [f"  {s}" for s in est.source_lines()]
     if every_task:
+        w = max([len(t.task_id) for t in est.tasks] + [4])
         lines.append("")
-        lines.append(f"  {'task':<60} {'array':<14} {'wall':>11} {'GPU-h':>9} {'requeues':>8}")
+        lines.append(f"  {'task':<{w}} {'array':<14} {'wall':>11} {'GPU-h':>9} {'requeues':>8}")
         for t in est.tasks:
             rq = str(t.requeues) if t.can_finish else "CANNOT"
             lines.append(
-                f"  {t.task_id:<60} {t.array:<14} {_hms(t.wall_s):>11} {t.gpu_hours:>9.2f} {rq:>8}"
+                f"  {t.task_id:<{w}} {t.array:<14} {_hms(t.wall_s):>11} {t.gpu_hours:>9.2f} {rq:>8}"
             )
     lines.append("")
     lines.append(
