@@ -110,16 +110,86 @@ def config_check(config: str, sets: tuple[str, ...]) -> None:
     click.echo(dump_yaml(config_to_dict(cfg)), nl=False)
 
 
+slurm_option_plan = click.option(
+    "--slurm",
+    "slurm_sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="--estimate: override a profile value, e.g. time=04:00:00.",
+)
+
+
 @cli.command("plan")
 @click.argument("config")
-@click.option("--json", "as_json", is_flag=True, help="Print the tasks as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tasks (or the estimate) as JSON.")
+@click.option(
+    "--estimate", is_flag=True, help="GPU-hours, wall time and requeues of every task and array."
+)
+@click.option("--profile", default=None, help="--estimate: the cluster profile (name or YAML).")
+@slurm_option_plan
+@click.option(
+    "--throughput",
+    "throughput",
+    multiple=True,
+    metavar="FILE",
+    help="--estimate: measured throughput (from --calibrate or bench) instead of calibrating.",
+)
+@click.option(
+    "--calibrate",
+    "calibrate_to",
+    default=None,
+    metavar="FILE",
+    help="--estimate: calibrate on this machine and save the throughput to FILE.",
+)
+@click.option(
+    "--tokenizer", default=None, help="--estimate: the tokenizer folder calibration uses."
+)
+@click.option("--store", default=None, help="--estimate: expected epochs from this store's runs.")
 @set_option
-def plan_cmd(config: str, as_json: bool, sets: tuple[str, ...]) -> None:
-    """Expand CONFIG into tasks and print them."""
+def plan_cmd(
+    config: str,
+    as_json: bool,
+    estimate: bool,
+    profile: str | None,
+    slurm_sets: tuple[str, ...],
+    throughput: tuple[str, ...],
+    calibrate_to: str | None,
+    tokenizer: str | None,
+    store: str | None,
+    sets: tuple[str, ...],
+) -> None:
+    """Expand CONFIG into tasks and print them; with --estimate, what they cost (docs/estimate.md)."""
     from hpc_forget.study.config import load_config
     from hpc_forget.study.planning import format_plan, plan
 
-    tasks = plan(load_config(config, overrides=_overrides(sets), advise=_advise))
+    given = {
+        "--profile": profile,
+        "--slurm": slurm_sets,
+        "--throughput": throughput,
+        "--calibrate": calibrate_to,
+        "--tokenizer": tokenizer,
+        "--store": store,
+    }
+    if not estimate and any(given.values()):
+        name = next(k for k, v in given.items() if v)
+        raise click.UsageError(f"{name} needs --estimate")
+    cfg = load_config(config, overrides=_overrides(sets), advise=_advise)
+    tasks = plan(cfg)
+    if estimate:
+        from hpc_forget.cluster.estimate import estimate_config, format_estimate
+        from hpc_forget.cluster.profiles import load_profile
+
+        est = estimate_config(
+            cfg,
+            tasks,
+            load_profile(profile, slurm_sets),
+            throughput=throughput,
+            calibrate_to=calibrate_to,
+            tokenizer=tokenizer,
+            store=store,
+        )
+        click.echo(json.dumps(est.as_json(), indent=2) if as_json else format_estimate(est))
+        return
     if as_json:
         _echo_json([dict(t.to_dict(), task_id=t.task_id, run_id=t.run_id) for t in tasks])
     else:

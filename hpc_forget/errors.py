@@ -83,6 +83,10 @@ class WorkerError(UserError):
     """A manifest or array index the worker cannot use."""
 
 
+class EstimateError(UserError):
+    """A throughput record or a cost estimate that cannot be made (``plan --estimate``)."""
+
+
 def split_pair(
     text: str, option: str, error: type[Exception] = UserError, example: str = "KEY=VALUE"
 ) -> tuple[str, str]:

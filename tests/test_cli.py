@@ -205,6 +205,7 @@ LIGHT_COMMANDS = [
     ["params", "--model", "multilingual-e5-base", "--languages", "3", "--json"],
     ["params", "--model", "multilingual-e5-small"],
     ["params", "--presets"],
+    ["plan", "paper", "--estimate", "--profile", "example-gpu", "--throughput", "tp.json"],
 ]
 
 
@@ -229,6 +230,16 @@ def test_commands_that_do_not_train_import_no_torch(tmp_path):
         f"    heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "    assert not heavy, (argv, heavy)\n"
         "print('ok')\n"
+    )
+    from hpc_forget.run.throughput import Throughput, write_throughput
+
+    rate = {"train_utt_per_s": 1e3, "eval_utt_per_s": 1e4, "tokens_per_s": 1e4}
+    write_throughput(
+        tmp_path / "tp.json",
+        [
+            Throughput(m, "cuda", "bf16", 32, 512, **rate, when="", host="", package_version="")
+            for m in ("xlm-roberta-base", "multilingual-e5-large-instruct")
+        ],
     )
     p = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=ENV
