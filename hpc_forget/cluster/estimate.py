@@ -23,13 +23,14 @@ needing more requeues than ``max_requeues``. Queue waits are not modelled.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpc_forget.cluster.profiles import Profile
-from hpc_forget.cluster.scripts import GROUPS, group_of, split_array
+from hpc_forget.cluster.scripts import GROUPS, group_of, pack_tasks, split_array
 from hpc_forget.errors import EstimateError
 from hpc_forget.models.params import preset_name
 from hpc_forget.run.throughput import Throughput
@@ -175,6 +176,7 @@ class ArrayEstimate:
     name: str
     group: str
     tasks: int
+    elements: int  # array elements (jobs): fewer than tasks when packed (tasks_per_job)
     limit_min: int
     throttle: int | None
     wall_s: float  # elements in index order on ``throttle`` slots (all at once without one)
@@ -186,6 +188,7 @@ class ArrayEstimate:
             "name": self.name,
             "group": self.group,
             "tasks": self.tasks,
+            "elements": self.elements,
             "limit_min": self.limit_min,
             "throttle": self.throttle,
             "wall_s": round(self.wall_s, 1),
@@ -340,6 +343,39 @@ def task_estimate(
     )
 
 
+def packed_element(
+    ests: Sequence[TaskEstimate], profile: Profile, limit_min: int, load_s: float
+) -> list[TaskEstimate]:
+    """The tasks of one packed element, which run one after another in one job: the time
+    limit is the element's, so the element's total decides the requeues (each one reloads
+    the model; a requeue resumes at the first unfinished task), and every task of the element
+    reports them. A task that cannot finish alone cannot finish packed either."""
+    usable = limit_min * 60 - profile.signal_lead_s
+    total = sum(e.compute_s / max(1, profile.gpus) for e in ests) + load_s
+    requeues = max(0, math.ceil(total / usable) - 1)
+    too_many = requeues > profile.max_requeues
+    out = []
+    for pos, e in enumerate(ests):
+        wall = e.compute_s / max(1, profile.gpus) + (load_s * (1 + requeues) if pos == 0 else 0.0)
+        reason = e.reason or (
+            f"its packed element of {len(ests)} tasks needs {requeues} requeue(s); the profile"
+            f" allows max_requeues={profile.max_requeues}: pack fewer (--pack)"
+            if too_many
+            else ""
+        )
+        out.append(
+            dataclasses.replace(
+                e,
+                wall_s=wall,
+                gpu_hours=wall * max(1, profile.gpus) / 3600,
+                requeues=requeues,
+                can_finish=e.can_finish and not too_many,
+                reason=reason,
+            )
+        )
+    return out
+
+
 def array_wall(walls: Sequence[float], throttle: int | None) -> float:
     """Elements start in index order on ``throttle`` slots (all at once without a throttle)."""
     if not walls:
@@ -373,30 +409,42 @@ def estimate(
     for group in GROUPS:
         members = [t for t in tasks if group_of({"kind": t.kind}) == group]
         limit = limit_minutes(profile, group)
-        for k, (start, count) in enumerate(split_array(len(members), profile.max_array_size)):
+        per_job = profile.tasks_per_job if group == "independent" else 1
+        packed = pack_tasks(
+            [{"kind": t.kind, "key": {"model": t.key.model}} for t in members], per_job
+        )
+        for k, (start, count) in enumerate(split_array(len(packed), profile.max_array_size)):
             name = f"{group}-{k}"
-            chunk = [
-                task_estimate(
-                    t,
-                    array=name,
-                    sizes=data_sizes(cfg.data, t.key.data_scale),
-                    epochs=epochs[(t.key.method, t.key.rank)].epochs,
-                    tp=used[t.key.model],
-                    profile=profile,
-                    limit_min=limit,
-                    load_s=load_s,
-                )
-                for t in members[start : start + count]
-            ]
+            chunk: list[TaskEstimate] = []
+            walls: list[float] = []
+            for element in packed[start : start + count]:
+                ests = [
+                    task_estimate(
+                        members[j],
+                        array=name,
+                        sizes=data_sizes(cfg.data, members[j].key.data_scale),
+                        epochs=epochs[(members[j].key.method, members[j].key.rank)].epochs,
+                        tp=used[members[j].key.model],
+                        profile=profile,
+                        limit_min=limit,
+                        load_s=load_s if pos == 0 else 0.0,  # a packed element loads once
+                    )
+                    for pos, j in enumerate(element)
+                ]
+                if len(ests) > 1:
+                    ests = packed_element(ests, profile, limit, load_s)
+                chunk.extend(ests)
+                walls.append(sum(e.wall_s for e in ests))
             out_tasks.extend(chunk)
             arrays.append(
                 ArrayEstimate(
                     name=name,
                     group=group,
                     tasks=len(chunk),
+                    elements=len(walls),
                     limit_min=limit,
                     throttle=profile.array_throttle,
-                    wall_s=array_wall([e.wall_s for e in chunk], profile.array_throttle),
+                    wall_s=array_wall(walls, profile.array_throttle),
                     gpu_hours=sum(e.gpu_hours for e in chunk),
                     cannot_finish=sum(not e.can_finish for e in chunk),
                 )
@@ -442,13 +490,13 @@ def format_estimate(est: Estimate, *, every_task: bool = True) -> str:
             )
     lines.append("")
     lines.append(
-        f"  {'array':<14} {'tasks':>6} {'limit':>11} {'throttle':>8} {'wall':>11} {'GPU-h':>10}"
-        f" {'cannot':>6}"
+        f"  {'array':<14} {'tasks':>6} {'jobs':>6} {'limit':>11} {'throttle':>8} {'wall':>11}"
+        f" {'GPU-h':>10} {'cannot':>6}"
     )
     for a in est.arrays:
         thr = "-" if a.throttle is None else str(a.throttle)
         lines.append(
-            f"  {a.name:<14} {a.tasks:>6} {_hms(a.limit_min * 60):>11} {thr:>8}"
+            f"  {a.name:<14} {a.tasks:>6} {a.elements:>6} {_hms(a.limit_min * 60):>11} {thr:>8}"
             f" {_hms(a.wall_s):>11} {a.gpu_hours:>10.1f} {a.cannot_finish:>6}"
         )
     bad = [t for t in est.tasks if not t.can_finish]

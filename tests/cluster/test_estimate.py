@@ -120,6 +120,49 @@ def test_throttle_and_data_scale():
     assert E.data_sizes(load_config("paper").data, 0.1).train == 1151
 
 
+def test_packed_elements_load_once_and_share_their_limit():
+    """tasks_per_job=2: the two MONO tasks share one element: one model load, the element's
+    total against the limit (requeues reported on both), one job in the array."""
+    cfg = _cfg(**{"methods": ["mono"]})
+    roomy = profile_from_mapping(
+        {"gres": "gpu:1", "time": "60", "tasks_per_job": "2"}, name="p", source="<t>"
+    )
+    est = E.estimate(cfg, plan(cfg), [TP], roomy)
+    a = est.arrays[0]
+    assert (a.tasks, a.elements) == (2, 1)
+    # 21.5 s each + one 60 s load (unpacked: 2 x 81.5 on two jobs)
+    assert a.wall_s == pytest.approx(2 * 21.5 + 60)
+    assert [t.requeues for t in est.tasks] == [0, 0]
+    tight = profile_from_mapping(
+        {
+            "gres": "gpu:1",
+            "time": "2",
+            "signal_lead_s": 30,
+            "max_requeues": 3,
+            "tasks_per_job": "2",
+        },
+        name="q",
+        source="<t>",
+    )
+    # 103 s in an element with 90 s of work per job: one requeue (a second load) on both tasks
+    est = E.estimate(cfg, plan(cfg), [TP], tight)
+    assert [t.requeues for t in est.tasks] == [1, 1] and all(t.can_finish for t in est.tasks)
+    assert est.arrays[0].wall_s == pytest.approx(2 * 21.5 + 2 * 60)
+    strict = profile_from_mapping(
+        {
+            "gres": "gpu:1",
+            "time": "2",
+            "signal_lead_s": 30,
+            "max_requeues": 0,
+            "tasks_per_job": "2",
+        },
+        name="r",
+        source="<t>",
+    )
+    bad = E.estimate(cfg, plan(cfg), [TP], strict).tasks
+    assert not any(t.can_finish for t in bad) and "pack fewer" in bad[0].reason
+
+
 def test_epochs_from_a_store_replace_the_config_maximum(tmp_path):
     from hpc_forget.store.store import Store
 
