@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpc_forget.cluster.profiles import Profile
-from hpc_forget.cluster.scripts import GROUPS, group_of, pack_tasks, split_array
+from hpc_forget.cluster.scripts import (
+    GROUPS,
+    array_time_limit,
+    group_of,
+    pack_tasks,
+    split_array,
+)
 from hpc_forget.errors import EstimateError
 from hpc_forget.models.params import preset_name
 from hpc_forget.run.throughput import Throughput
@@ -280,11 +286,6 @@ def step_seconds(task: Task, sizes: Sizes, epochs: float, tp: Throughput) -> lis
     ]
 
 
-def limit_minutes(profile: Profile, group: str) -> int:
-    """The time limit of an array of ``group`` (as scripts.plan_arrays gives it)."""
-    return (profile.chain_time or profile.time) if group == "chains" else profile.time
-
-
 def _hms(seconds: float) -> str:
     s = int(round(seconds))
     d, s = divmod(s, 86400)
@@ -408,7 +409,7 @@ def estimate(
     arrays: list[ArrayEstimate] = []
     for group in GROUPS:
         members = [t for t in tasks if group_of({"kind": t.kind}) == group]
-        limit = limit_minutes(profile, group)
+        limit = array_time_limit(profile, group)
         per_job = profile.tasks_per_job if group == "independent" else 1
         packed = pack_tasks(
             [{"kind": t.kind, "key": {"model": t.key.model}} for t in members], per_job

@@ -303,6 +303,12 @@ def group_of(task_d: Mapping[str, Any]) -> str:
     return "chains" if task_d["kind"] == "sequential" else "independent"
 
 
+def array_time_limit(profile: Profile, group: str) -> int:
+    """The per-element time limit (minutes) of an array of ``group``: chains may have their
+    own (``chain_time``)."""
+    return (profile.chain_time or profile.time) if group == "chains" else profile.time
+
+
 def pack_tasks(tasks: Sequence[Mapping[str, Any]], tasks_per_job: int) -> list[list[int]]:
     """Array elements as lists of indices into ``tasks`` (pure). Independent tasks (``joint``
     and ``per-language``: MULTI, MONO, NON-SHARED LoRA, post-hoc merges) of the same base
@@ -344,7 +350,7 @@ def plan_arrays(
     arrays: list[ArrayJob] = []
     for group in GROUPS:
         members = [t for t in tasks if group_of(t) == group]
-        time_min = profile.chain_time or profile.time if group == "chains" else profile.time
+        time_min = array_time_limit(profile, group)
         per_job = profile.tasks_per_job if group == "independent" else 1
         packed = pack_tasks(members, per_job)
         for k, (start, count) in enumerate(split_array(len(packed), max_array_size)):
