@@ -39,12 +39,14 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_save_and_load_round_trip_keeps_two_and_no_temp_files(tmp_path):
+def test_save_and_load_round_trip_keeps_only_the_newest_and_no_temp_files(tmp_path):
     cfg = _cfg(tmp_path)
     for step in range(4):
+        ck.midstep_path(cfg, "r1", step).parent.mkdir(parents=True, exist_ok=True)
+        ck.midstep_path(cfg, "r1", step).write_bytes(b"x")  # this step's, interrupted once
         ck.save_checkpoint(_model(step), cfg, "r1", step, n_steps=4)
     folder = ck.checkpoint_dir(cfg, "r1")
-    assert sorted(p.name for p in folder.iterdir()) == ["step-000002.pt", "step-000003.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["step-000003.pt"]
     m = _model(9)
     assert ck.latest_checkpoint(cfg, "r1", 4) == (3, folder / "step-000003.pt")
     ck.load_checkpoint(m, folder / "step-000003.pt")
@@ -75,8 +77,11 @@ def _damage(path: Path, how: str) -> None:
 )
 def test_a_damaged_checkpoint_is_detected_and_the_previous_one_used(tmp_path, how, caplog):
     cfg = _cfg(tmp_path)
-    ck.save_checkpoint(_model(1), cfg, "r1", 1, n_steps=4)
+    older = ck.save_checkpoint(_model(1), cfg, "r1", 1, n_steps=4)
+    kept = older.read_bytes()
     newest = ck.save_checkpoint(_model(2), cfg, "r1", 2, n_steps=4)
+    assert not older.exists()  # only the newest is kept ...
+    older.write_bytes(kept)  # ... but one left by an earlier version is still used
     _damage(newest, how)
     m = _model(7)
     before = _weights(m)
@@ -221,10 +226,10 @@ def test_resumed_chain_with_a_truncated_newest_checkpoint_gives_the_same_scores(
     newest.write_bytes(newest.read_bytes()[:1000])  # e.g. the node died while it was copied
     with caplog.at_level(logging.INFO, logger="hpc_forget"):
         ran = run_task(task, cfg, store, workspace=ws)
-    assert ran == 2  # step 2 recomputed from the checkpoint of step 1, then step 3
+    assert ran == 3  # only the newest checkpoint is kept: recomputed from step 1
     text = caplog.text
     assert "checkpoint of step 2/3" in text and "is damaged" in text
-    assert "recomputing from step 2/3" in text
+    assert "recomputing from step 1/3" in text
     np.testing.assert_array_equal(store.matrix(task.run_id), reference)
     ck.load_checkpoint(_fresh(ws, task), ck.checkpoint_path(cfg, task.run_id, 2))  # usable
 
