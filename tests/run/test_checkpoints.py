@@ -238,3 +238,97 @@ def _fresh(ws, task):
     from hpc_forget.run.engine import _fresh_model
 
     return _fresh_model(ws, task, 0)[0]
+
+
+# ------------------------------------------------------------------ inside a step, end to end
+
+
+def _midstep_cfg(store: Path, model_dir: Path, method: str, strategy: str = "none"):
+    from hpc_forget.study.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "name": "mid",
+            "store": str(store),
+            "data": {
+                "source": "samples",
+                "languages": ["en-US", "de-DE"],
+                "max_train": 16,
+                "max_eval": 8,
+                "missing_train": "split-dev",
+            },
+            "models": [str(model_dir)],
+            "methods": [method],
+            "ranks": [4],
+            "orders": [1],
+            "seeds": [0],
+            "strategies": [strategy],
+            "train": {
+                "lr_full": 2e-3,
+                "lr_lora": 5e-3,
+                "max_epochs_full": 3,
+                "max_epochs_lora": 3,
+                "patience_full": 3,
+                "patience_lora": 3,
+                "batch_size": 4,
+                "cpu_threads": 1,
+                "checkpoint_minutes": 0,
+            },
+        }
+    )
+
+
+def _stop_at(n: int):
+    count = [0]
+
+    def stop() -> bool:
+        count[0] += 1
+        return count[0] >= n
+
+    return stop
+
+
+@pytest.mark.parametrize(
+    ("method", "strategy", "at"),
+    [
+        # 4 batches an epoch (8 for multi), 3 epochs; should_stop's calls: once before each
+        # step, then once before each epoch and after each of its batches
+        ("vanilla", "none", 1 + 15 + 1 + 1 + 2),  # full: step 2, epoch 1, batch 2/4
+        ("vanilla", "align", 1 + 15 + 1 + 5 + 1 + 2),  # step 2, epoch 2 (align's own rng)
+        ("shared_lora", "none", 1 + 15 + 1 + 5 + 1 + 3),  # LoRA: step 2, epoch 2, batch 3/4
+        ("multi", "none", 1 + 9 + 1 + 4),  # joint: epoch 2, batch 4/8
+        ("mono", "none", 16 + 1 + 5 + 1 + 3),  # per-language, the second: epoch 2, batch 3/4
+    ],
+)
+def test_a_task_stopped_inside_a_step_resumes_to_the_same_scores(
+    tmp_path, tiny_model_dir, method, strategy, at
+):
+    """A stop request between two batches of a step: the step checkpoints and is requeued;
+    the rerun continues from that batch, and scores, dev curves and train losses equal an
+    uninterrupted run's bit for bit."""
+    from hpc_forget.run.engine import Preempted, Workspace, run_task
+    from hpc_forget.store.store import Store
+    from hpc_forget.study.planning import plan
+
+    def run(cfg, **kw):
+        store = Store(cfg.store)
+        for task in plan(cfg):
+            run_task(task, cfg, store, workspace=Workspace(cfg), **kw)
+        return store
+
+    ref = run(_midstep_cfg(tmp_path / "ref", tiny_model_dir, method, strategy))
+    cfg = _midstep_cfg(tmp_path / "resumed", tiny_model_dir, method, strategy)
+    with pytest.raises(Preempted, match=r"after batch \d/\d \(checkpointed\)") as excinfo:
+        run(cfg, should_stop=_stop_at(at))
+    assert excinfo.value.args[0].startswith(f"stopped in epoch {1 if at == 20 else 2} after")
+    folder = Path(cfg.store) / "checkpoints"
+    assert list(folder.rglob("midstep-*.json"))
+    store = run(cfg)
+    for rec in ref.runs():
+        got = store.run(rec.run_id)
+        np.testing.assert_array_equal(store.matrix(rec.run_id), ref.matrix(rec.run_id))
+        assert got.dev_curves == rec.dev_curves
+        assert {s: m["train_loss"] for s, m in got.step_meta.items()} == {
+            s: m["train_loss"] for s, m in rec.step_meta.items()
+        }
+    assert not list(folder.rglob("midstep-*"))  # removed once the steps were kept
