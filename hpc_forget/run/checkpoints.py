@@ -3,9 +3,18 @@
 ``<store>/checkpoints/<run_id>/step-<index:06d>.pt`` (the file name keeps the 0-based step
 index; messages say "step 3/4" for index 2). Written atomically through
 :func:`hpc_forget.files.atomic_write` (a full disk is one line, no temporary file is left);
-the newest two are kept, so a damaged newest checkpoint (truncated zip, bad pickle, wrong
-names or shapes) falls back to the one before it, or to recomputing from scratch: the engine
-recomputes the steps in between exactly as an uninterrupted chain would have.
+only the newest is kept (a chain of 52 steps at XLM-R base size would otherwise fill a
+quota), so a damaged one (truncated zip, bad pickle, wrong names or shapes) means recomputing
+the chain from its start (an older one left by an earlier version is still used): the engine
+recomputes the steps exactly as an uninterrupted chain would have.
+
+Inside a step (every kind of task: a chain's step, a joint or per-language step, a merge's
+language), ``midstep-<index:06d>.pt`` is the state of a step interrupted between two batches
+(:class:`MidStep`: weights, optimizer, scheduler, RNG states, the position in the epoch's
+batch order, early stopping, the best weights so far, the dev curve), written on a stop
+request and every ``train.checkpoint_minutes``; its sha256 is in ``midstep-<index>.json``,
+written after it, so a damaged or half-copied one is detected. It is removed once the step's
+result is kept (stored, or checkpointed for a chain).
 
 A post-hoc merge (MONO / NON-SHARED LoRA + merge, one ``joint`` task) keeps each language's
 trained weights in ``language-<index:03d>-<locale>.pt`` with its training record in a
@@ -18,6 +27,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +49,9 @@ __all__ = [
     "save_language_state",
     "load_language_state",
     "remove_language_states",
+    "MidStep",
+    "midstep_path",
+    "remove_midsteps",
 ]
 
 log = logging.getLogger("hpc_forget")
@@ -97,8 +111,9 @@ def save_checkpoint(
     )
     for old in path.parent.glob("step-*.pt"):
         s = _step_of(old)
-        if s is not None and s < step - 1:
+        if s is not None and s < step:
             old.unlink(missing_ok=True)
+    remove_midsteps(cfg, run_id, upto=step)
     return path
 
 
@@ -120,7 +135,7 @@ class _Recorder(io.RawIOBase):
             raise
 
 
-def _torch_save(state: dict[str, torch.Tensor], tmp: Path) -> None:
+def _torch_save(state: dict[str, Any], tmp: Path) -> None:
     """torch.save into `tmp`, a full disk raised as the OSError it is."""
     with open(tmp, "wb") as raw:
         rec = _Recorder(raw)
@@ -284,3 +299,112 @@ def remove_language_states(cfg: Any, run_id: str) -> None:
     if folder.is_dir():
         for p in folder.glob("language-*"):
             p.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# inside a step
+
+
+def midstep_path(cfg: Any, run_id: str, step: int) -> Path:
+    """<store>/checkpoints/<run_id>/midstep-<step:06d>.pt (its record: the same name, .json)."""
+    return checkpoint_dir(cfg, run_id) / f"midstep-{step:06d}.pt"
+
+
+def remove_midsteps(cfg: Any, run_id: str, *, upto: int | None = None) -> None:
+    """Remove the mid-step checkpoints of steps <= ``upto`` (all without it), records first."""
+    folder = checkpoint_dir(cfg, run_id)
+    if not folder.is_dir():
+        return
+    for p in sorted(folder.glob("midstep-*.json")) + sorted(folder.glob("midstep-*.pt")):
+        try:
+            s = int(p.stem.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if upto is None or s <= upto:
+            p.unlink(missing_ok=True)
+
+
+class MidStep:
+    """The mid-step checkpoint of one step: where the training loop saves its whole state
+    between two batches and finds it again after a requeue (run/training.py writes and reads
+    the state; this class only stores it). ``interval_s`` > 0: the loop also saves every
+    ``interval_s`` seconds of ``clock`` (a periodic checkpoint, for jobs that die without a
+    warning); 0: only on a stop request."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        run_id: str,
+        step: int,
+        *,
+        label: str = "",
+        interval_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = midstep_path(cfg, run_id, step)
+        self.record = self.path.with_suffix(".json")
+        self.label = label or f"{run_id} step {step + 1}"
+        self.interval_s, self.clock = interval_s, clock
+        self.saves = 0
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write ``state`` (tensors, numbers, strings, lists, tuples and dicts of them)
+        atomically, then its record (sha256, epoch, batch); a failed write is a StoreError."""
+        files.clean_stale_tmp(self.path.parent)
+        digest: list[str] = []
+        what = f"the mid-step checkpoint of {self.label}"
+        files.atomic_write(
+            self.path,
+            lambda tmp: _torch_save(state, tmp),
+            what,
+            fix="move the store",
+            error=StoreError,
+            validate=lambda tmp: digest.append(files.sha256_file(tmp)),
+        )
+        rec = {"sha256": digest[-1], "epoch": state.get("epoch"), "batch": state.get("batch")}
+        files.atomic_write(
+            self.record,
+            json.dumps(rec, sort_keys=True).encode(),
+            what,
+            fix="move the store",
+            error=StoreError,
+        )
+        self.saves += 1
+
+    def load(self, check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+        """The saved state, or None when there is none or it cannot be used (damaged, or
+        ``check(state)`` raised CheckpointDamaged: logged in one line; the step restarts)."""
+        if not self.path.is_file() and not self.record.is_file():
+            return None
+        try:
+            if not self.path.is_file() or not self.record.is_file():
+                raise CheckpointDamaged("its file or its record is missing")
+            try:
+                rec = json.loads(self.record.read_text(encoding="utf-8"))
+                want = rec["sha256"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CheckpointDamaged(f"unreadable record ({type(exc).__name__})") from None
+            if files.sha256_file(self.path) != want:
+                raise CheckpointDamaged("its checksum does not match")
+            try:
+                state = torch.load(self.path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, I/O error ...
+                raise CheckpointDamaged(f"unreadable ({type(exc).__name__})") from None
+            if not isinstance(state, dict):
+                raise CheckpointDamaged("not a dict")
+            if check is not None:
+                check(state)
+        except (CheckpointDamaged, OSError) as exc:
+            log.warning(
+                "%s: mid-step checkpoint %s is damaged (%s); the step restarts from its start",
+                self.label,
+                self.path,
+                exc,
+            )
+            return None
+        return state
+
+    def remove(self) -> None:
+        """Remove the checkpoint (once the step's result is kept), its record first."""
+        self.record.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)

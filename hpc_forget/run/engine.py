@@ -27,8 +27,10 @@ from hpc_forget import __version__, files
 from hpc_forget.errors import ConfigError
 from hpc_forget.models.encode import concat_encoded
 from hpc_forget.run.checkpoints import (
+    MidStep,
     load_language_state,
     remove_language_states,
+    remove_midsteps,
     resume_from_checkpoint,
     save_checkpoint,
     save_language_state,
@@ -278,6 +280,7 @@ class _Trained:
     trainable: int
     accelerator: Any
     t0: float
+    midstep: MidStep
 
 
 def _train(
@@ -323,6 +326,10 @@ def _train(
         model, StepData(train=train_enc, dev=dev_enc, dev_examples=dev_ex), ctx
     )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    label = f"{task.task_id} step {step + 1}/{len(task.steps)}"
+    if is_posthoc_merge(task):
+        label = f"{task.task_id} {train_langs[0]} ({step + 1}/{len(task.languages)})"
+    midstep = midstep_of(ws, task, step, label)
     result = train_step(
         model,
         data,
@@ -336,9 +343,17 @@ def _train(
         strategy=strategy,
         ctx=ctx,
         prepared=prepared,
+        midstep=midstep,
     )
     strategy.after_step(model, ctx)
-    return _Trained(result, ctx, data, trainable, accelerator, t0)
+    return _Trained(result, ctx, data, trainable, accelerator, t0, midstep)
+
+
+def midstep_of(ws: Workspace, task: Task, step: int, label: str) -> MidStep:
+    """Where step ``step`` of ``task`` (a merge: language ``step``) keeps its mid-step
+    checkpoint; periodic every ``train.checkpoint_minutes`` (0: only on a stop request)."""
+    minutes = ws.cfg.train.checkpoint_minutes
+    return MidStep(ws.cfg, task.run_id, step, label=label, interval_s=60.0 * minutes)
 
 
 def _data_of(ws: Workspace, task: Task, path: str) -> Callable[[str, str], tuple[Any, list[Any]]]:
@@ -467,6 +482,8 @@ def _run_step(
     }
     meta["processes"] = accelerator.num_processes
     _put(ws, task, store, step, accelerator, scores=scores, dev_curve=result.dev_curve, meta=meta)
+    if task.kind != "sequential" and accelerator.is_main_process:
+        t.midstep.remove()  # the step is stored (a chain's: once its checkpoint is written)
     test_avg = sum(scores.values()) / len(scores)
     log.info(
         "%s step %d/%d (%s): %d epochs (best %d), dev F1 %.3f, test F1 %.3f over %d language(s), %.1f s",
@@ -576,6 +593,7 @@ def _merge_languages(
             }
             if accelerator.is_main_process:
                 save_language_state(model, cfg, task.run_id, i, lang, rec)
+                t.midstep.remove()
             accelerator.wait_for_everyone()
             saved = load_language_state(model, cfg, task.run_id, i, lang)
             if saved is None:  # not readable right after writing it: keep it in memory
@@ -636,6 +654,7 @@ def _merge_languages(
     _put(ws, task, store, 0, accelerator, scores=scores, dev_curve=[], meta=meta)
     if accelerator.is_main_process:
         remove_language_states(cfg, task.run_id)
+        remove_midsteps(cfg, task.run_id)
     log.info(
         "%s: %d languages merged (%s), test F1 %.3f over %d language(s), %.1f s",
         task.task_id,

@@ -17,6 +17,11 @@ What a strategy keeps between steps goes in ``ctx.state`` (one dict per task). A
 chain resumed from a checkpoint gets back what :meth:`Strategy.state_tensors` saved with that
 checkpoint, and ``state["initial"]`` when :attr:`Strategy.needs_initial` is set; anything
 else must be rebuilt in ``before_step``.
+
+A step resumed from its mid-step checkpoint (a stop request or a periodic checkpoint between
+two batches) runs ``before_step`` again on the step's starting weights, as the first time,
+and only then gets its weights, optimizer and random states back; what ``batch_loss`` changes
+as the batches go by (a random stream of its own) is saved by :meth:`Strategy.midstep_state`.
 """
 
 from __future__ import annotations
@@ -64,6 +69,15 @@ class Strategy:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         """Put :meth:`state_tensors`' output back into ``state`` (on resume)."""
+        return None
+
+    def midstep_state(self, ctx: StepContext) -> dict[str, Any]:
+        """What of ``ctx.state`` changes from batch to batch, saved in a mid-step checkpoint
+        (plain values: numbers, strings, tuples, lists, dicts, tensors). Default: nothing."""
+        return {}
+
+    def load_midstep_state(self, saved: dict[str, Any], ctx: StepContext) -> None:
+        """Put :meth:`midstep_state`'s output back (after before_step, on a mid-step resume)."""
         return None
 
     def before_step(self, model: torch.nn.Module, data: StepData, ctx: StepContext) -> StepData:

@@ -192,6 +192,15 @@ class Align(Strategy):
         ctx.state["align_rng"] = random.Random(f"align:{ctx.seed}")
         return data
 
+    def midstep_state(self, ctx: StepContext) -> dict[str, Any]:
+        rng = ctx.state.get("align_rng")
+        return {"rng": rng.getstate()} if rng is not None else {}
+
+    def load_midstep_state(self, saved: dict[str, Any], ctx: StepContext) -> None:
+        if "rng" in saved and "align_rng" in ctx.state:
+            version, internal, gauss = saved["rng"]
+            ctx.state["align_rng"].setstate((version, tuple(internal), gauss))
+
     def batch_loss(self, model, batch, loss, ctx):  # noqa: ANN001 - the hook's signature
         found = ctx.state.get("align_pairs") or []
         if not found or self.beta == 0:  # no term: no extra forward (nor its dropout draws)

@@ -9,6 +9,7 @@ dev evaluation. The best epoch's trainable weights are kept on the device and re
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ from accelerate import Accelerator
 
 from hpc_forget.data.batching import collate, train_batches
 from hpc_forget.errors import ConfigError
+from hpc_forget.run.checkpoints import CheckpointDamaged
 from hpc_forget.run.evaluation import predict_words, score_examples
 
 if TYPE_CHECKING:
+    from hpc_forget.run.checkpoints import MidStep
     from hpc_forget.run.strategies import StepContext, Strategy
     from hpc_forget.study.methods import StepHyper
 
@@ -196,6 +199,58 @@ def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
+POLL_EVERY_DDP = 16
+"""Batches between two polls of the stop flag (and the periodic checkpoint's clock) on
+several processes, where agreeing on them is an all-reduce and a host sync; a single
+process polls after every batch (a Python attribute). Both also poll after an epoch's last."""
+
+MIDSTEP_VERSION = 1
+
+
+def rng_states() -> dict[str, Any]:
+    """torch's (CPU and CUDA), numpy's and Python's global random states, as plain values
+    (tensors, tuples, numbers) a weights-only checkpoint holds."""
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Put back what :func:`rng_states` returned."""
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _check_midstep(
+    state: dict[str, Any], params: list[tuple[str, torch.nn.Parameter]], fingerprint: dict
+) -> None:
+    """CheckpointDamaged unless ``state`` is a mid-step state of this very step."""
+    if state.get("version") != MIDSTEP_VERSION:
+        raise CheckpointDamaged(f"version {state.get('version')!r}, not {MIDSTEP_VERSION}")
+    if state.get("fingerprint") != fingerprint:
+        raise CheckpointDamaged("it is of another step (its data, seed or batches differ)")
+    for what in ("weights", "best"):
+        saved = state.get(what)
+        if not isinstance(saved, dict) or set(saved) != {n for n, _ in params}:
+            raise CheckpointDamaged(f"its {what} do not match the model's trainable weights")
+        for n, p in params:
+            if tuple(saved[n].shape) != tuple(p.shape):
+                raise CheckpointDamaged(f"{n} has shape {tuple(saved[n].shape)}")
+
+
 def train_step(
     model: torch.nn.Module,
     data: StepData,
@@ -210,6 +265,7 @@ def train_step(
     strategy: Strategy | None = None,
     ctx: StepContext | None = None,
     prepared: Prepared | None = None,
+    midstep: MidStep | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on one step's data; leave it holding the best epoch's weights.
 
@@ -222,6 +278,17 @@ def train_step(
 
     ``prepared``: the task's :class:`Prepared` of ``model`` (the engine prepares a model once
     per task); without one, the model is prepared here and released at the end.
+
+    ``midstep``: where this step's mid-step checkpoint lives (run/checkpoints.py). The stop
+    flag is polled after every batch (every :data:`POLL_EVERY_DDP` on several processes);
+    when it is set the loop saves its whole state there (weights, optimizer, scheduler, RNG
+    states, the position in the epoch's batch order, early stopping, the best weights, the
+    curves) and raises Preempted; it also saves every ``midstep.interval_s`` seconds. A step
+    that finds a usable one continues from the batch after it: on one process (CPU), bit for
+    bit what an uninterrupted step computes. Strategies' hooks run as usual (before_step on
+    the step's starting weights), and a strategy's per-batch random state is saved through
+    ``Strategy.midstep_state``. On several processes rank 0 writes it, and ranks > 0 draw
+    new dropout streams on resume (the only difference from an uninterrupted step).
 
     On several processes (data parallel), every process trains on its shard of each epoch's
     batches with its own dropout stream; the stop flag, and every early-stopping decision
@@ -293,20 +360,111 @@ def train_step(
     lrs: list[float] = []
     since_best = 0
     seen = 0
+    elapsed = 0.0  # training seconds before this process took the step over
+    fingerprint = {
+        "examples": len(lengths),
+        "batches": n_batches,
+        "seed": seed,
+        "max_epochs": hyper.max_epochs,
+        "processes": world,
+        "trainable": sum(p.numel() for _, p in params),
+    }
+    resume = midstep.load(lambda st: _check_midstep(st, params, fingerprint)) if midstep else None
+    if agreed(accelerator, midstep is not None and resume is None):
+        resume = None  # one process could not read it: every one starts the step afresh
+    if resume is not None:
+        with torch.no_grad():
+            for keep, (n, p) in zip(best_state, params, strict=True):
+                p.copy_(resume["weights"][n])
+                keep.copy_(resume["best"][n])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        if resume["scaler"] is not None and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(resume["scaler"])
+        best_f1, best_epoch, since_best = resume["early"]
+        curve, losses, lrs = list(resume["curve"]), list(resume["losses"]), list(resume["lrs"])
+        seen, elapsed = int(resume["seen"]), float(resume["elapsed"])
+        if strategy is not None and ctx is not None:
+            strategy.load_midstep_state(resume["strategy"], ctx)
+        if rank == 0:
+            set_rng_states(resume["rng"])
+        else:  # new dropout streams (rank 0 saved only its own)
+            torch.manual_seed(seed + rank * 2**32 + resume["epoch"] * 2**20 + resume["batch"])
+        log.info(
+            "%s: continuing from its mid-step checkpoint (epoch %d, batch %d/%d)",
+            midstep.label,
+            resume["epoch"],
+            resume["batch"],
+            n_batches,
+        )
     t0 = time.perf_counter()
+    interval = midstep.interval_s if midstep is not None else 0.0
+    last_save = midstep.clock() if interval > 0 else 0.0
+
+    def save(epoch: int, done: int, running: torch.Tensor) -> None:
+        """The loop's whole state after ``done`` batches of ``epoch`` (rank 0 writes it)."""
+        nonlocal last_save
+        if midstep is None:
+            return
+        if accelerator.is_main_process:
+            scaler = accelerator.scaler
+            midstep.save(
+                {
+                    "version": MIDSTEP_VERSION,
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "batch": done,
+                    "weights": {n: p.detach().cpu() for n, p in params},
+                    "best": {n: k.cpu() for (n, _), k in zip(params, best_state, strict=True)},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "early": (best_f1, best_epoch, since_best),
+                    "curve": curve,
+                    "losses": losses,
+                    "lrs": lrs,
+                    "running": running.detach().cpu(),
+                    "seen": seen,
+                    "elapsed": elapsed + time.perf_counter() - t0,
+                    "rng": rng_states(),
+                    "strategy": strategy.midstep_state(ctx) if strategy and ctx else {},
+                }
+            )
+        accelerator.wait_for_everyone()
+        last_save = midstep.clock() if interval > 0 else 0.0
+
+    def due() -> bool:
+        """The periodic checkpoint is due (rank 0's clock decides, on every process)."""
+        if interval <= 0:
+            return False
+        return agreed(
+            accelerator, accelerator.is_main_process and midstep.clock() - last_save >= interval
+        )
+
     epochs = range(1, hyper.max_epochs + 1)
     if progress:
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc="epochs", leave=False)
+    first_epoch = resume["epoch"] if resume is not None else 1
     epoch = 0
     for epoch in epochs:
-        if stop():
+        if epoch < first_epoch:
+            continue
+        resumed = resume is not None and epoch == first_epoch
+        if not resumed and stop():
+            if epoch > 1:
+                save(epoch, 0, torch.zeros((), device=device))
             raise Preempted(f"stopped before epoch {epoch}")
         net.train()
         running = torch.zeros((), device=device)
+        start = 0
+        if resumed:
+            running, start = resume["running"].to(device), resume["batch"]
         batches = train_batches(lengths, batch_size, seed=seed * 100_003 + epoch)
-        for idx in (batches[i] for i in _shard(len(batches), world, rank)):
+        shard = _shard(len(batches), world, rank)
+        for pos in range(start, len(shard)):
+            idx = batches[shard[pos]]
             batch = collate(
                 data.train.input_ids,
                 data.train.labels,
@@ -328,6 +486,16 @@ def train_step(
             optimizer.zero_grad(set_to_none=True)
             running += loss.detach()
             seen += len(idx) * world
+            done = pos + 1
+            if world <= 1 or done % POLL_EVERY_DDP == 0 or done == len(shard):
+                if stop():
+                    save(epoch, done, running)
+                    raise Preempted(
+                        f"stopped in epoch {epoch} after batch {done}/{len(shard)}"
+                        + (" (checkpointed)" if midstep is not None else "")
+                    )
+                if due():
+                    save(epoch, done, running)
         # host sync, once per epoch; rank 0's dev F1 decides on every process
         f1 = main_value(accelerator, dev_f1() if accelerator.is_main_process else 0.0)
         curve.append(f1)
@@ -344,8 +512,9 @@ def train_step(
     with torch.no_grad():
         for keep, (_, p) in zip(best_state, params, strict=True):
             p.copy_(keep)
-    wall = time.perf_counter() - t0
-    del net, optimizer, scheduler
+    wall = elapsed + time.perf_counter() - t0
+    del net
+    optimizer = scheduler = None  # (the closures' cells too: freed here)
     if own:
         prepared.release()
     else:

@@ -77,6 +77,9 @@ class TrainConfig:
     # data-parallel processes (GPUs) per task; part of the run's identity (the effective batch
     # is batch_size x processes). 1 = one GPU per task; more needs as many GPUs per task
     processes: int = 1
+    # minutes between periodic checkpoints inside a step (a node failure or an OOM kill loses
+    # at most this much of a step); 0 = off. Cannot change a score (not in the run identity)
+    checkpoint_minutes: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -830,6 +833,8 @@ def _train(c: _Checker, raw: Any) -> TrainConfig:
             if not isinstance(v, str) or v not in ("auto", "bf16", "fp16", "fp32"):
                 raise c.fail(key, f"must be auto, bf16, fp16 or fp32, got {_got(v)}")
             kw[name] = v
+        elif name == "checkpoint_minutes":
+            kw[name] = c.number(key, v, lo=0.0, hi=1e6)
         elif isinstance(default, int):
             lo = 0 if name.startswith(("patience", "min_epochs")) or name == "cpu_threads" else 1
             kw[name] = c.integer(key, v, minimum=lo)

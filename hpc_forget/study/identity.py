@@ -26,7 +26,13 @@ from hpc_forget.study.methods import is_full
 if TYPE_CHECKING:
     from hpc_forget.study.config import ExperimentConfig
 
-NOT_SCORE_KEYS: tuple[str, ...] = ("name", "store", "cache_dir", "train.cpu_threads")
+NOT_SCORE_KEYS: tuple[str, ...] = (
+    "name",
+    "store",
+    "cache_dir",
+    "train.cpu_threads",
+    "train.checkpoint_minutes",
+)
 """Config keys that cannot change a score (documented in docs/config.md)."""
 
 GRID_KEYS: tuple[str, ...] = (

@@ -493,14 +493,22 @@ def test_a_packed_element_requeued_mid_way_resumes_at_its_first_unfinished_task(
     assert (st0.st_ino, st0.st_mtime_ns) == events["first"], "task 1 was rerun after the requeue"
     restarts = step_restarts(store, first.run_id)  # step i is task i+1
     assert restarts[0] in ("", "0") and [restarts[s] for s in (1, 2, 3)] == ["1"] * 3, restarts
-    log = "\n".join(
-        p.read_text(errors="replace") for p in (run / "logs").glob("independent-0-*_0.log")
+
+    def element_log() -> str:
+        logs = (run / "logs").glob("independent-0-*_0.log")
+        return "\n".join(p.read_text(errors="replace") for p in logs)
+
+    # the worker's last line comes after the last task's scores, which ended the wait above
+    final = r"element 0: 4 task\(s\); base model read from disk 1 time\(s\)"
+    wait_for(
+        lambda: re.search(final, element_log()),
+        60,
+        "the element's last log line",
+        0.2,
+        lambda: element_log()[-3000:],
     )
+    log = element_log()
     assert f"task {first.task_id} (1/4 of element 0) is done; skipping it" in log, log[-3000:]
-    # the restarted element ran its remaining tasks on one read of the model
-    assert re.search(r"element 0: 4 task\(s\); base model read from disk 1 time\(s\)", log), log[
-        -3000:
-    ]
     st = ST.status(run)
     assert [t.state for t in st.tasks] == ["done"] * 4
     finish_reference(ref, ref_dir / "run.log")

@@ -39,12 +39,14 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_save_and_load_round_trip_keeps_two_and_no_temp_files(tmp_path):
+def test_save_and_load_round_trip_keeps_only_the_newest_and_no_temp_files(tmp_path):
     cfg = _cfg(tmp_path)
     for step in range(4):
+        ck.midstep_path(cfg, "r1", step).parent.mkdir(parents=True, exist_ok=True)
+        ck.midstep_path(cfg, "r1", step).write_bytes(b"x")  # this step's, interrupted once
         ck.save_checkpoint(_model(step), cfg, "r1", step, n_steps=4)
     folder = ck.checkpoint_dir(cfg, "r1")
-    assert sorted(p.name for p in folder.iterdir()) == ["step-000002.pt", "step-000003.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["step-000003.pt"]
     m = _model(9)
     assert ck.latest_checkpoint(cfg, "r1", 4) == (3, folder / "step-000003.pt")
     ck.load_checkpoint(m, folder / "step-000003.pt")
@@ -75,8 +77,11 @@ def _damage(path: Path, how: str) -> None:
 )
 def test_a_damaged_checkpoint_is_detected_and_the_previous_one_used(tmp_path, how, caplog):
     cfg = _cfg(tmp_path)
-    ck.save_checkpoint(_model(1), cfg, "r1", 1, n_steps=4)
+    older = ck.save_checkpoint(_model(1), cfg, "r1", 1, n_steps=4)
+    kept = older.read_bytes()
     newest = ck.save_checkpoint(_model(2), cfg, "r1", 2, n_steps=4)
+    assert not older.exists()  # only the newest is kept ...
+    older.write_bytes(kept)  # ... but one left by an earlier version is still used
     _damage(newest, how)
     m = _model(7)
     before = _weights(m)
@@ -221,10 +226,10 @@ def test_resumed_chain_with_a_truncated_newest_checkpoint_gives_the_same_scores(
     newest.write_bytes(newest.read_bytes()[:1000])  # e.g. the node died while it was copied
     with caplog.at_level(logging.INFO, logger="hpc_forget"):
         ran = run_task(task, cfg, store, workspace=ws)
-    assert ran == 2  # step 2 recomputed from the checkpoint of step 1, then step 3
+    assert ran == 3  # only the newest checkpoint is kept: recomputed from step 1
     text = caplog.text
     assert "checkpoint of step 2/3" in text and "is damaged" in text
-    assert "recomputing from step 2/3" in text
+    assert "recomputing from step 1/3" in text
     np.testing.assert_array_equal(store.matrix(task.run_id), reference)
     ck.load_checkpoint(_fresh(ws, task), ck.checkpoint_path(cfg, task.run_id, 2))  # usable
 
@@ -233,3 +238,97 @@ def _fresh(ws, task):
     from hpc_forget.run.engine import _fresh_model
 
     return _fresh_model(ws, task, 0)[0]
+
+
+# ------------------------------------------------------------------ inside a step, end to end
+
+
+def _midstep_cfg(store: Path, model_dir: Path, method: str, strategy: str = "none"):
+    from hpc_forget.study.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "name": "mid",
+            "store": str(store),
+            "data": {
+                "source": "samples",
+                "languages": ["en-US", "de-DE"],
+                "max_train": 16,
+                "max_eval": 8,
+                "missing_train": "split-dev",
+            },
+            "models": [str(model_dir)],
+            "methods": [method],
+            "ranks": [4],
+            "orders": [1],
+            "seeds": [0],
+            "strategies": [strategy],
+            "train": {
+                "lr_full": 2e-3,
+                "lr_lora": 5e-3,
+                "max_epochs_full": 3,
+                "max_epochs_lora": 3,
+                "patience_full": 3,
+                "patience_lora": 3,
+                "batch_size": 4,
+                "cpu_threads": 1,
+                "checkpoint_minutes": 0,
+            },
+        }
+    )
+
+
+def _stop_at(n: int):
+    count = [0]
+
+    def stop() -> bool:
+        count[0] += 1
+        return count[0] >= n
+
+    return stop
+
+
+@pytest.mark.parametrize(
+    ("method", "strategy", "at"),
+    [
+        # 4 batches an epoch (8 for multi), 3 epochs; should_stop's calls: once before each
+        # step, then once before each epoch and after each of its batches
+        ("vanilla", "none", 1 + 15 + 1 + 1 + 2),  # full: step 2, epoch 1, batch 2/4
+        ("vanilla", "align", 1 + 15 + 1 + 5 + 1 + 2),  # step 2, epoch 2 (align's own rng)
+        ("shared_lora", "none", 1 + 15 + 1 + 5 + 1 + 3),  # LoRA: step 2, epoch 2, batch 3/4
+        ("multi", "none", 1 + 9 + 1 + 4),  # joint: epoch 2, batch 4/8
+        ("mono", "none", 16 + 1 + 5 + 1 + 3),  # per-language, the second: epoch 2, batch 3/4
+    ],
+)
+def test_a_task_stopped_inside_a_step_resumes_to_the_same_scores(
+    tmp_path, tiny_model_dir, method, strategy, at
+):
+    """A stop request between two batches of a step: the step checkpoints and is requeued;
+    the rerun continues from that batch, and scores, dev curves and train losses equal an
+    uninterrupted run's bit for bit."""
+    from hpc_forget.run.engine import Preempted, Workspace, run_task
+    from hpc_forget.store.store import Store
+    from hpc_forget.study.planning import plan
+
+    def run(cfg, **kw):
+        store = Store(cfg.store)
+        for task in plan(cfg):
+            run_task(task, cfg, store, workspace=Workspace(cfg), **kw)
+        return store
+
+    ref = run(_midstep_cfg(tmp_path / "ref", tiny_model_dir, method, strategy))
+    cfg = _midstep_cfg(tmp_path / "resumed", tiny_model_dir, method, strategy)
+    with pytest.raises(Preempted, match=r"after batch \d/\d \(checkpointed\)") as excinfo:
+        run(cfg, should_stop=_stop_at(at))
+    assert excinfo.value.args[0].startswith(f"stopped in epoch {1 if at == 20 else 2} after")
+    folder = Path(cfg.store) / "checkpoints"
+    assert list(folder.rglob("midstep-*.json"))
+    store = run(cfg)
+    for rec in ref.runs():
+        got = store.run(rec.run_id)
+        np.testing.assert_array_equal(store.matrix(rec.run_id), ref.matrix(rec.run_id))
+        assert got.dev_curves == rec.dev_curves
+        assert {s: m["train_loss"] for s, m in got.step_meta.items()} == {
+            s: m["train_loss"] for s, m in rec.step_meta.items()
+        }
+    assert not list(folder.rglob("midstep-*"))  # removed once the steps were kept

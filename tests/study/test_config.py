@@ -105,6 +105,10 @@ def test_overrides(tmp_path):
         ),
         (lambda s: s + "train: {lr_full: -1}\n", "study.yaml:8: train.lr_full: must be in"),
         (
+            lambda s: s + "train: {checkpoint_minutes: -5}\n",
+            "study.yaml:8: train.checkpoint_minutes: must be in [0.0, 1000000.0]",
+        ),
+        (
             lambda s: s + "train: {precision: fp8}\n",
             "study.yaml:8: train.precision: must be auto, bf16, fp16 or fp32",
         ),
@@ -191,6 +195,7 @@ NUMBER_KEYS = [
     "train.warmup_ratio",
     "train.weight_decay",
     "train.max_grad_norm",
+    "train.checkpoint_minutes",
     "train.lora_dropout",
     "data.train_fraction",
     "data.dev_fraction_for_train",

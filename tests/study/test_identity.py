@@ -52,6 +52,8 @@ def test_every_score_setting_changes_every_run_id(key, value):
         ("store", "/some/other/spelling/../store"),
         ("cache_dir", "/scratch/cache"),
         ("train.cpu_threads", 1),
+        ("train.checkpoint_minutes", 0),  # checkpoints inside a step: bit for bit the same
+        ("train.checkpoint_minutes", 7.5),
         ("train.processes", 1),  # the default: single-process runs keep their ids
     ],
 )
@@ -86,7 +88,7 @@ def test_settings_hold_data_train_and_labels_with_the_config_names():
     assert set(s) == {"data", "train", "labels"}
     assert "max_train" in s["data"] and "train_fraction" not in s["data"]  # that is the key's
     assert "lr_full" in s["train"] and "lr_lora" not in s["train"]
-    assert "cpu_threads" not in s["train"]
+    assert "cpu_threads" not in s["train"] and "checkpoint_minutes" not in s["train"]
     assert len(settings_digest(s)) == 12
 
 
