@@ -198,5 +198,6 @@ def test_two_processes_on_gloo_agree(tmp_path):
         # rank 0's dev F1 (0.9 then 0.1: patience 2 stops after epoch 3) on every rank
         assert r["early"] == {"epochs_run": 3, "best_epoch": 1, "curve": [0.9, 0.1, 0.1]}
         assert r["ddp_depth"] == [1, 1, 1] and r["wrappers"] == 1 and r["inner_is_model"]
-        # the stop flag was set on rank 1 only: both stop before epoch 2
-        assert r["stopped"] == "stopped before epoch 2"
+        # the stop flag was set on rank 1 only: both stop at the same point (the agreed flag
+        # is read every 16 batches and at an epoch's last batch: here batch 3/3 of epoch 1)
+    assert ranks[0]["stopped"] == ranks[1]["stopped"] == "stopped in epoch 1 after batch 3/3"
