@@ -427,6 +427,19 @@ def _put(
     accelerator.wait_for_everyone()
 
 
+def _setup_meta(hyper: Any, accelerator: Any) -> dict[str, Any]:
+    """What every stored step records of its device and hyper-parameters."""
+    return {
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "lr": hyper.lr,
+        "head_lr": hyper.head_lr,
+        "max_epochs": hyper.max_epochs,
+        "patience": hyper.patience,
+        "min_epochs": hyper.min_epochs,
+    }
+
+
 def _run_step(
     ws: Workspace,
     task: Task,
@@ -468,13 +481,7 @@ def _run_step(
         "train_examples_per_s": result.train_examples_per_s,
         "train_examples": len(t.data.train.input_ids),
         "trainable_params": t.trainable,
-        "device": str(accelerator.device),
-        "mixed_precision": accelerator.mixed_precision,
-        "lr": hyper.lr,
-        "head_lr": hyper.head_lr,
-        "max_epochs": hyper.max_epochs,
-        "patience": hyper.patience,
-        "min_epochs": hyper.min_epochs,
+        **_setup_meta(hyper, accelerator),
         "step_seed": t.ctx.seed,
         "trained": ",".join(train_langs),
         "train_loss": result.train_loss,
@@ -639,13 +646,7 @@ def _merge_languages(
         "eval_time_s": eval_s,
         "train_examples": sum(r["train_examples"] for r in records.values()),
         "trainable_params": sum(p.numel() for p in initial.values()),
-        "device": str(accelerator.device),
-        "mixed_precision": accelerator.mixed_precision,
-        "lr": hyper.lr,
-        "head_lr": hyper.head_lr,
-        "max_epochs": hyper.max_epochs,
-        "patience": hyper.patience,
-        "min_epochs": hyper.min_epochs,
+        **_setup_meta(hyper, accelerator),
         "init_seed": step_seed(task.key.seed, -1),
         "trained": ",".join(task.languages),
         "truncated_words": dropped,
