@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from hpc_forget.data.batching import collate, train_batches
 from hpc_forget.errors import ConfigError
 from hpc_forget.run.checkpoints import CheckpointDamaged
+from hpc_forget.run.embeddings import compact_rows, compact_rows_apply, restore_rows, used_rows
 from hpc_forget.run.evaluation import predict_words, score_examples
 
 if TYPE_CHECKING:
@@ -157,20 +158,24 @@ def release_model(accelerator: Accelerator, model: torch.nn.Module) -> None:
 
 
 class Prepared:
-    """A model prepared once for a task (:func:`prepare_model`), again only when the set of
-    trainable weights changed (a strategy froze some): DDP hooks the gradients of the weights
-    that train when it wraps the model. ``model`` stays the plain model (strategies, the
+    """A model prepared once for a task (:func:`prepare_model`), again only when its trainable
+    weights changed (a strategy froze some, or a step trains compact embedding rows,
+    run/embeddings.py): DDP hooks the gradients of the weights that train when it wraps the
+    model. ``model`` stays the plain model (strategies, the
     evaluation and checkpoints use it and its parameter names); training calls ``wrapped()``.
     """
 
     def __init__(self, accelerator: Accelerator, model: torch.nn.Module) -> None:
         self.accelerator, self.model = accelerator, model
         self._wrapped: torch.nn.Module | None = None
-        self._trains: tuple[str, ...] = ()
+        self._trains: tuple[torch.nn.Parameter, ...] = ()
 
     def wrapped(self) -> torch.nn.Module:
-        trains = tuple(n for n, _ in _trainable(self.model))
-        if self._wrapped is not None and trains != self._trains:
+        trains = tuple(p for _, p in _trainable(self.model))
+        same = len(trains) == len(self._trains) and all(
+            a is b for a, b in zip(trains, self._trains, strict=True)
+        )
+        if self._wrapped is not None and not same:
             self.release()
         if self._wrapped is None:
             self._wrapped, self._trains = prepare_model(self.accelerator, self.model), trains
@@ -266,6 +271,7 @@ def train_step(
     ctx: StepContext | None = None,
     prepared: Prepared | None = None,
     midstep: MidStep | None = None,
+    fast: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place on one step's data; leave it holding the best epoch's weights.
 
@@ -293,7 +299,58 @@ def train_step(
     On several processes (data parallel), every process trains on its shard of each epoch's
     batches with its own dropout stream; the stop flag, and every early-stopping decision
     (rank 0's dev F1), are the same on all of them, so they leave the loop together.
+
+    ``fast``: in full fine-tuning without weight decay, train only the word-embedding rows
+    the step's training and dev data use (run/embeddings.py: the same step up to summation
+    order, without a dense 250k-row gradient and optimizer update). Off: the straightforward
+    dense loop, which the equivalence test and the benchmark compare against.
     """
+    strategy_loss = strategy is not None and strategy.adds_loss
+    sub = None
+    if fast and compact_rows_apply(model, weight_decay=hyper.weight_decay, adds_loss=strategy_loss):
+        emb = model.get_input_embeddings()
+        rows = used_rows(
+            (data.train.input_ids, data.dev.input_ids), emb.num_embeddings, emb.padding_idx
+        )
+        sub = compact_rows(model, rows, accelerator.device)
+    try:
+        return _train_step(
+            model,
+            data,
+            hyper,
+            accelerator=accelerator,
+            labels=labels,
+            pad_id=pad_id,
+            seed=seed,
+            should_stop=should_stop,
+            progress=progress,
+            strategy=strategy,
+            ctx=ctx,
+            prepared=prepared,
+            midstep=midstep,
+        )
+    finally:
+        if sub is not None:
+            restore_rows(model, sub)
+
+
+def _train_step(
+    model: torch.nn.Module,
+    data: StepData,
+    hyper: StepHyper,
+    *,
+    accelerator: Accelerator,
+    labels: Sequence[str],
+    pad_id: int,
+    seed: int,
+    should_stop: Callable[[], bool],
+    progress: bool,
+    strategy: Strategy | None,
+    ctx: StepContext | None,
+    prepared: Prepared | None,
+    midstep: MidStep | None,
+) -> TrainResult:
+    """:func:`train_step`'s loop, on the model as the fast path left it."""
     lr, head_lr = hyper.lr, hyper.head_lr
     batch_size, eval_batch_size = hyper.batch_size, hyper.eval_batch_size
     pad_multiple, max_grad_norm = hyper.pad_multiple, hyper.max_grad_norm
