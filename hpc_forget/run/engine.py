@@ -376,27 +376,28 @@ def _test(
     langs: tuple[str, ...],
     accelerator: Any,
 ) -> tuple[dict[str, float], int, float]:
-    """Test F1 of ``model`` on each of ``langs``: (scores, truncated words, seconds)."""
+    """Test F1 of ``model`` on each of ``langs`` (one pass over all their test sets):
+    (scores, truncated words, seconds)."""
     from hpc_forget.data.labels import LABELS
-    from hpc_forget.run.evaluation import predict_words, score_examples
+    from hpc_forget.run.evaluation import predict_languages, score_examples
 
     hyper = step_hyper(task.key.method, task.key.rank, ws.cfg.train)
     data_of, pad_id = _data_of(ws, task, path), _pad_id(ws, path)
     t_eval = time.perf_counter()
+    sets = {loc: data_of(loc, "test") for loc in langs}
+    preds = predict_languages(
+        model,
+        {loc: enc for loc, (enc, _) in sets.items()},
+        batch_size=hyper.eval_batch_size,
+        pad_id=pad_id,
+        pad_multiple=hyper.pad_multiple,
+        device=accelerator.device,
+        autocast=accelerator.autocast,
+    )
     scores: dict[str, float] = {}
     dropped = 0
-    for loc in langs:
-        enc, examples = data_of(loc, "test")
-        pred = predict_words(
-            model,
-            enc,
-            batch_size=hyper.eval_batch_size,
-            pad_id=pad_id,
-            pad_multiple=hyper.pad_multiple,
-            device=accelerator.device,
-            autocast=accelerator.autocast,
-        )
-        scores[loc], d = score_examples(examples, pred, LABELS)
+    for loc, (_, examples) in sets.items():
+        scores[loc], d = score_examples(examples, preds[loc], LABELS)
         dropped += d
     return scores, dropped, time.perf_counter() - t_eval
 

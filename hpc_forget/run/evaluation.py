@@ -1,14 +1,16 @@
 """Prediction and slot F1.
 
-Prediction sorts the examples by length and runs big batches; the predicted label of every
-word (its first sub-word) stays on the device until the end, so one evaluation costs one host
-sync. Slot F1 is seqeval's micro average in its default mode, which is what the official
+Prediction sorts the examples by length and runs big batches of one padded width each; the
+predicted label of every word (its first sub-word) stays on the device until the end, so one
+evaluation costs one host sync. An R row (every language's test set) is one pass
+(:func:`predict_languages`). Slot F1 is seqeval's micro average in its default mode, which is what the official
 MASSIVE scorer reports, computed on word-level BIO tags.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +47,7 @@ def predict_words(
     lengths = [len(x) for x in encoded.input_ids]
     flat: list[torch.Tensor] = []
     order: list[np.ndarray] = []
-    for idx in eval_batches(lengths, batch_size):
+    for idx in eval_batches(lengths, batch_size, pad_multiple):
         batch = collate(
             encoded.input_ids, encoded.labels, idx, pad_id=pad_id, pad_multiple=pad_multiple
         )
@@ -70,6 +72,33 @@ def predict_words(
     out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(lengths)
     for i, piece in zip((i for idx in order for i in idx), pieces, strict=True):
         out[i] = piece
+    return out
+
+
+@dataclass
+class _Joined:
+    input_ids: list
+    labels: list
+
+
+def predict_languages(
+    model: Any, encoded: Mapping[str, Any], **kwargs: Any
+) -> dict[str, list[np.ndarray]]:
+    """:func:`predict_words` over several languages' sets in one pass (one R row): the sets
+    are joined, so every batch is full and of one padded width, whichever language its
+    utterances come from; the predictions come back per language, in each set's order.
+    ``kwargs`` are predict_words' own."""
+    names = list(encoded)
+    joined = _Joined(
+        [x for n in names for x in encoded[n].input_ids],
+        [x for n in names for x in encoded[n].labels],
+    )
+    flat = predict_words(model, joined, **kwargs)
+    out: dict[str, list[np.ndarray]] = {}
+    at = 0
+    for n in names:
+        k = len(encoded[n].input_ids)
+        out[n], at = flat[at : at + k], at + k
     return out
 
 

@@ -28,10 +28,20 @@ def test_train_batches_group_by_length():
 
 def test_eval_batches_sorted_by_length():
     lengths = [5, 1, 9, 3, 7]
-    batches = eval_batches(lengths, 2)
+    batches = eval_batches(lengths, 2, pad_multiple=8)
     order = np.concatenate(batches).tolist()
     assert [lengths[i] for i in order] == sorted(lengths)
     assert [len(b) for b in batches] == [2, 2, 1]
+    assert eval_batches([], 4) == []
+
+
+def test_each_eval_batch_holds_one_padded_width_so_a_long_outlier_pads_nothing_else():
+    lengths = [10] * 6 + [43] + [12, 9, 17]
+    batches = eval_batches(lengths, 512, pad_multiple=8)
+    widths = [{padded_length(lengths[i], 8) for i in b} for b in batches]
+    assert widths == [{16}, {24}, {48}]  # not one batch of 10 padded to 48
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    assert [len(b) for b in eval_batches([10] * 5, 2, pad_multiple=8)] == [2, 2, 1]
 
 
 def test_padding_to_a_multiple_gives_few_shapes():

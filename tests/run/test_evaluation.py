@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpc_forget.run.evaluation import predict_words, score_examples, slot_f1
+from hpc_forget.run.evaluation import predict_languages, predict_words, score_examples, slot_f1
 
 
 def test_slot_f1_matches_hand_computed_micro_f1():
@@ -63,6 +63,23 @@ def test_predict_words_returns_first_subword_predictions_in_input_order():
         _Echo(10), enc, batch_size=1, pad_id=1, pad_multiple=8, device=torch.device("cpu")
     )
     assert [p.tolist() for p in preds] == [[3, 4], [5]]
+
+
+def test_one_pass_over_several_languages_gives_each_its_own_predictions_in_order():
+    sets = {
+        "a": _Enc([[0, 3, 4, 9, 2], [0, 5, 2]], [[-100, 3, 4, -100, -100], [-100, 1, -100]]),
+        "b": _Enc(
+            [[0, 7, 2]] + [[0] + [6] * 20 + [2]], [[-100, 1, -100], [-100] + [1] * 20 + [-100]]
+        ),
+        "c": _Enc([], []),
+    }
+    kw = {"batch_size": 512, "pad_id": 1, "pad_multiple": 8, "device": torch.device("cpu")}
+    joined = predict_languages(_Echo(10), sets, **kw)
+    assert list(joined) == ["a", "b", "c"]
+    for name, enc in sets.items():
+        alone = predict_words(_Echo(10), enc, **kw)
+        assert [p.tolist() for p in joined[name]] == [p.tolist() for p in alone]
+    assert [p.tolist() for p in joined["a"]] == [[3, 4], [5]]
 
 
 def test_truncated_words_are_counted_not_hidden():
