@@ -14,11 +14,13 @@ The model of one task, on one device (seconds):
 - with ``gpus`` > 1 per job, compute divides ideally over the GPUs (GPU-hours do not change).
 
 Requeues: a job gets the profile's limit (``chain_time`` for chains, ``time`` otherwise) minus
-``signal_lead_s`` (the warning margin) of work. Sequential chains checkpoint between steps and
-a post-hoc merge after each language, so they need ``ceil(task time / usable limit) - 1``
-requeues; a single step longer than the usable limit cannot finish, because there is no
-mid-step checkpoint today (a requeued step restarts from its beginning). Neither can a task
-needing more requeues than ``max_requeues``. Queue waits are not modelled.
+``signal_lead_s`` (the warning margin), and spends the model load of it first. A step stopped
+by the warning continues from its mid-step checkpoint after the requeue (chains also
+checkpoint between steps, a post-hoc merge after each language), so the work splits anywhere:
+``ceil(task compute / (usable limit - load)) - 1`` requeues, each one more load. A task cannot
+finish when the limit leaves no time after the load, or when it needs more requeues than
+``max_requeues``. The time a checkpoint takes to write and read is not modelled, nor are
+queue waits.
 """
 
 from __future__ import annotations
@@ -294,6 +296,27 @@ def _hms(seconds: float) -> str:
     return f"{d}-{h:02d}:{m:02d}:{s:02d}" if d else f"{h:d}:{m:02d}:{s:02d}"
 
 
+def job_requeues(
+    compute_s: float, limit_min: int, profile: Profile, load_s: float
+) -> tuple[int, str]:
+    """(requeues, why it cannot finish or "") of ``compute_s`` seconds of work in jobs of
+    ``limit_min`` minutes (pure). Every job loads the model, then works until Slurm's warning
+    (``signal_lead_s`` before the limit); a stopped step continues from its mid-step
+    checkpoint, so the work splits anywhere, and each requeue costs one more load."""
+    per_job = limit_min * 60 - profile.signal_lead_s - load_s
+    if per_job <= 0:
+        return 0, (
+            f"the limit {_hms(limit_min * 60)} minus signal_lead_s {profile.signal_lead_s} s"
+            f" leaves no time after the {load_s:g} s model load: raise time (--slurm time=...)"
+        )
+    requeues = max(0, math.ceil(compute_s / per_job) - 1)
+    if requeues > profile.max_requeues:
+        return requeues, (
+            f"needs {requeues} requeue(s); the profile allows max_requeues={profile.max_requeues}"
+        )
+    return requeues, ""
+
+
 def task_estimate(
     task: Task,
     *,
@@ -306,26 +329,10 @@ def task_estimate(
     load_s: float = MODEL_LOAD_S,
 ) -> TaskEstimate:
     gpus = max(1, profile.gpus)
-    pieces = [p / gpus for p in step_seconds(task, sizes, epochs, tp)]
-    compute = sum(pieces)
-    usable = limit_min * 60 - profile.signal_lead_s
-    wall = compute + load_s
-    can, reason, requeues = True, "", 0
-    longest = max(pieces) + load_s
-    piece = "language" if task.steps == ("merged",) else "step"
-    if longest > usable:
-        can = False
-        reason = (
-            f"one {piece} takes {_hms(longest)} with the model load, longer than the limit"
-            f" {_hms(limit_min * 60)} minus signal_lead_s {profile.signal_lead_s} s; there is"
-            " no mid-step checkpoint, so a requeue restarts it"
-        )
-    else:
-        requeues = max(0, math.ceil(wall / usable) - 1)
-        wall += requeues * load_s
-        if requeues > profile.max_requeues:
-            can = False
-            reason = f"needs {requeues} requeue(s); the profile allows max_requeues={profile.max_requeues}"
+    compute = sum(step_seconds(task, sizes, epochs, tp)) / gpus
+    requeues, reason = job_requeues(compute, limit_min, profile, load_s)
+    wall = compute + (1 + requeues) * load_s
+    can = not reason
     return TaskEstimate(
         task_id=task.task_id,
         array=array,
@@ -351,9 +358,8 @@ def packed_element(
     limit is the element's, so the element's total decides the requeues (each one reloads
     the model; a requeue resumes at the first unfinished task), and every task of the element
     reports them. A task that cannot finish alone cannot finish packed either."""
-    usable = limit_min * 60 - profile.signal_lead_s
-    total = sum(e.compute_s / max(1, profile.gpus) for e in ests) + load_s
-    requeues = max(0, math.ceil(total / usable) - 1)
+    total = sum(e.compute_s / max(1, profile.gpus) for e in ests)
+    requeues, why = job_requeues(total, limit_min, profile, load_s)
     too_many = requeues > profile.max_requeues
     out = []
     for pos, e in enumerate(ests):
@@ -362,7 +368,7 @@ def packed_element(
             f"its packed element of {len(ests)} tasks needs {requeues} requeue(s); the profile"
             f" allows max_requeues={profile.max_requeues}: pack fewer (--pack)"
             if too_many
-            else ""
+            else why
         )
         out.append(
             dataclasses.replace(
@@ -370,7 +376,7 @@ def packed_element(
                 wall_s=wall,
                 gpu_hours=wall * max(1, profile.gpus) / 3600,
                 requeues=requeues,
-                can_finish=e.can_finish and not too_many,
+                can_finish=e.can_finish and not why,
                 reason=reason,
             )
         )

@@ -65,34 +65,48 @@ def test_hand_computed_seconds_requeues_and_cannot_finish():
     cfg = _cfg()
     est = E.estimate(cfg, plan(cfg), [TP], PROFILE)
     t = _by_method(est)
-    # vanilla: 2 steps x (2 x 1000/100 train + 2 x 500/1000 dev + 2 x 500/1000 test) = 44 s,
-    # + 60 s load = 104 s > 90 s: one requeue (ceil(104/90) - 1), one more load: 164 s
+    # 90 s of each job is usable, 60 s of it go to the model load: 30 s of work per job
+    # vanilla: 2 steps x (2 x 1000/100 train + 2 x 500/1000 dev + 2 x 500/1000 test) = 44 s:
+    # two jobs (ceil(44/30) - 1 = 1 requeue), two loads: 164 s
     assert t["vanilla"].compute_s == pytest.approx(44.0)
     assert t["vanilla"].requeues == 1 and t["vanilla"].can_finish
     assert t["vanilla"].wall_s == pytest.approx(164.0)
     assert t["vanilla"].gpu_hours == pytest.approx(164.0 / 3600)
-    # multi: 2 x 2000/100 + 2 x 1000/1000 + 1000/1000 = 43 s, + 60 = 103 s in one step > 90 s
+    # multi: 2 x 2000/100 + 2 x 1000/1000 + 1000/1000 = 43 s in one step, longer than a job's
+    # 30 s: the step continues from its mid-step checkpoint after one requeue: 43 + 120 s
     assert t["multi"].compute_s == pytest.approx(43.0)
-    assert not t["multi"].can_finish and "no mid-step checkpoint" in t["multi"].reason
+    assert t["multi"].can_finish and t["multi"].requeues == 1
+    assert t["multi"].wall_s == pytest.approx(163.0)
     # mono: 20 + 1 + 0.5 = 21.5 s + 60 = 81.5 s per language: fits, no requeue
     monos = [x for x in est.tasks if x.method == "mono"]
     assert len(monos) == 2
     assert all(x.wall_s == pytest.approx(81.5) and x.requeues == 0 for x in monos)
-    assert est.gpu_hours == pytest.approx((164 + 103 + 2 * 81.5) / 3600)
+    assert est.gpu_hours == pytest.approx((164 + 163 + 2 * 81.5) / 3600)
     # arrays: chains-0 (vanilla), independent-0 (multi + 2 mono, all at once)
     arrays = {a.name: a for a in est.arrays}
     assert set(arrays) == {"chains-0", "independent-0"}
-    assert arrays["independent-0"].wall_s == pytest.approx(103.0)
-    assert arrays["independent-0"].cannot_finish == 1
+    assert arrays["independent-0"].wall_s == pytest.approx(163.0)
+    assert arrays["independent-0"].cannot_finish == 0
     assert est.wall_s == pytest.approx(164.0)
+
+
+def test_job_requeues_by_hand():
+    p = PROFILE  # 2 min limit, 30 s warning, max_requeues 3
+    assert E.job_requeues(30.0, 2, p, 60.0) == (0, "")
+    assert E.job_requeues(30.1, 2, p, 60.0) == (1, "")
+    assert E.job_requeues(120.0, 2, p, 60.0) == (3, "")
+    n, why = E.job_requeues(120.1, 2, p, 60.0)
+    assert n == 4 and "max_requeues=3" in why
+    n, why = E.job_requeues(1.0, 1, p, 60.0)  # 60 - 30 s usable: all of it the load
+    assert n == 0 and "leaves no time after the 60 s model load" in why
 
 
 def test_a_long_chain_needs_more_requeues_than_the_profile_allows():
     cfg = _cfg(**{"data.max_train": 3000, "methods": ["vanilla"]})
-    # one step: 2 x 3000/100 + 1 + 1 = 62 s (+60 load = 122 s > 90): a step cannot finish
+    # two steps of 2 x 3000/100 + 1 + 1 = 62 s: 124 s in jobs of 30 s of work: 4 requeues > 3
     est = E.estimate(cfg, plan(cfg), [TP], PROFILE)
-    assert not est.tasks[0].can_finish and "one step takes" in est.tasks[0].reason
-    # a 4-language chain of short steps needs 1 requeue;
+    assert not est.tasks[0].can_finish and "needs 4 requeue(s)" in est.tasks[0].reason
+    # a 4-language chain of short steps needs 3 requeues;
     # max_requeues=0 turns it into "cannot finish"
     cfg = _cfg(**{"data.languages": ["en-US", "de-DE", "th-TH", "sw-KE"], "methods": ["vanilla"]})
     strict = profile_from_mapping(
@@ -101,11 +115,16 @@ def test_a_long_chain_needs_more_requeues_than_the_profile_allows():
         source="<test>",
     )
     t = E.estimate(cfg, plan(cfg), [TP], strict).tasks[0]
-    # 4 steps, each tests 4 languages: 20 + 1 + 2 = 23 s -> 92 + 60 = 152 s
+    # 4 steps, each tests 4 languages: 20 + 1 + 2 = 23 s -> 92 s, ceil(92/30) - 1 = 3
     assert t.compute_s == pytest.approx(92.0)
     assert not t.can_finish and "max_requeues=0" in t.reason
     t = E.estimate(cfg, plan(cfg), [TP], PROFILE).tasks[0]
-    assert t.can_finish and t.requeues == 1 and t.wall_s == pytest.approx(212.0)
+    assert t.can_finish and t.requeues == 3 and t.wall_s == pytest.approx(92 + 4 * 60)
+    short = profile_from_mapping(
+        {"gres": "gpu:1", "time": "1", "signal_lead_s": 30}, name="short", source="<test>"
+    )
+    t = E.estimate(cfg, plan(cfg), [TP], short).tasks[0]
+    assert not t.can_finish and "leaves no time after the 60 s model load" in t.reason
 
 
 def test_throttle_and_data_scale():
@@ -205,8 +224,14 @@ def test_the_source_line_names_the_file_or_the_calibration():
     line = est.source_lines()[0]
     assert line.startswith("throughput of tiny: --throughput tp.json (bench on cuda (fake)")
     text = E.format_estimate(est)
-    assert "CANNOT" in text and "cannot finish within the profile's limits: 1 task(s)" in text
-    assert "requeues: 1 task(s) need them" in text
+    assert "requeues: 2 task(s) need them" in text
+    strict = profile_from_mapping(
+        {"gres": "gpu:1", "time": "2", "signal_lead_s": 30, "max_requeues": 0},
+        name="strict",
+        source="<test>",
+    )
+    text = E.format_estimate(E.estimate(cfg, plan(cfg), [TP], strict))
+    assert "CANNOT" in text and "cannot finish within the profile's limits: 2 task(s)" in text
 
 
 def test_no_record_for_a_model_is_one_line_naming_the_option():
