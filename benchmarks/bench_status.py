@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time `hpc-forget status` on a fabricated run of about 10,000 tasks.
+"""Time `hpc-forget status` and `hpc-forget plan` on a fabricated run of about 10,000 tasks.
 
     python benchmarks/bench_status.py [--tasks 10000] [--repeat 3]
 
@@ -7,7 +7,9 @@ It builds, in a temporary folder, the files `submit` and the workers leave behin
 plan (52 languages, all five methods, 4 LoRA ranks, 5 orders, as many seeds as needed):
 submission.json with arrays split at MaxArraySize, plan.json, a marker for three tasks in four
 (done, running or failed) and the step files of the done ones. Then it times
-`hpc_forget.cluster.status.status()` on it, without sacct. Nothing is submitted.
+`hpc_forget.cluster.status.status()` on it, without sacct, and then both commands as whole
+processes (`hpc-forget status RUN` and `hpc-forget plan CONFIG` of the same config), which
+the issue's target (under 2 s each) is about. Nothing is submitted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
+import sys
 import tempfile
 import time
 import zlib
@@ -138,6 +142,19 @@ def main() -> None:
             st = status(folder)
             dt = time.perf_counter() - t0
             print(f"status #{r + 1}: {len(st.tasks)} tasks in {dt:.2f} s  {st.counts()}")
+        sub = json.loads((folder / "submission.json").read_text())
+        cfg_file = Path(tmp) / "bench.yaml"
+        cfg_file.write_text(json.dumps(sub["config"]))  # JSON is YAML
+        for what, argv in (("status", [str(folder)]), ("plan", [str(cfg_file)])):
+            for r in range(args.repeat):
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [sys.executable, "-m", "hpc_forget.cli", what, *argv],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+                dt = time.perf_counter() - t0
+                print(f"hpc-forget {what} (whole process) #{r + 1}: {n} tasks in {dt:.2f} s")
 
 
 if __name__ == "__main__":
