@@ -333,6 +333,23 @@ def _truncated_checkpoint(world: Path) -> None:
     p.write_bytes(p.read_bytes()[:300])
 
 
+def _flipped_checkpoint(world: Path) -> None:
+    """One bit flipped in the weights' bytes (torch.load would read other weights)."""
+    import struct
+    import zipfile
+
+    _save_first_checkpoint(world)
+    p = next((world / "store" / "checkpoints").glob("*/step-000000.pt"))
+    with zipfile.ZipFile(p) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("/data/0"))
+    data = bytearray(p.read_bytes())
+    name_len, extra_len = struct.unpack(
+        "<HH", data[info.header_offset + 26 : info.header_offset + 30]
+    )
+    data[info.header_offset + 30 + name_len + extra_len + info.file_size // 2] ^= 0x10
+    p.write_bytes(bytes(data))
+
+
 def _call_resume_checkpoint(world: Path, _mp: Any) -> None:
     import torch
 
@@ -616,6 +633,10 @@ CASES: list[Case] = [
     Case("checkpoint-truncated", "3 bad input",
          "a truncated checkpoint is skipped: the chain recomputes from step 1",
          setup=_truncated_checkpoint, call=_call_resume_checkpoint, expect="recovers",
+         repairs="store/checkpoints/"),
+    Case("checkpoint-flipped", "3 bad input",
+         "a checkpoint with a flipped bit is detected: the chain recomputes from step 1",
+         setup=_flipped_checkpoint, call=_call_resume_checkpoint, expect="recovers",
          repairs="store/checkpoints/"),
     Case("step-enospc", "3 bad input", "full disk while writing a step", names="store",
          setup=_delete_last_step, call=_call_put_step_enospc),

@@ -844,7 +844,8 @@ def _run_chain(
         state["initial"] = {
             k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad
         }
-    # A missing or damaged checkpoint: recompute from the newest usable one (or step 1).
+    # A missing or damaged checkpoint: recompute from the newest usable one (or step 1);
+    # resume_from_checkpoint logs it in one line.
     start = resume_from_checkpoint(
         model,
         cfg,
@@ -854,15 +855,6 @@ def _run_chain(
         label=task.task_id,
         on_extra=lambda t: strategy.load_state_tensors(t, state),
     )
-    if start < first:
-        log.info(
-            "%s: no usable checkpoint after step %d/%d, recomputing from step %d/%d",
-            task.task_id,
-            first,
-            n,
-            start + 1,
-            n,
-        )
     ran = 0
     for step in range(start, n):
         if should_stop():
