@@ -11,9 +11,10 @@ whose marker says done (in this element) is skipped, so a requeued element resum
 first unfinished task; a failed task does not stop the element's later tasks.
 
 ``main`` sets the Hugging Face offline variables first; this module imports no Hugging Face
-library, so they are set before any is imported. Signals: SIGUSR1 (forwarded by the batch script ahead of the time limit) and
-SIGTERM/SIGINT set the stop flag that the engine polls between epochs and steps; the worker then
-exits with EXIT_PREEMPTED and the batch script requeues the job (for SIGUSR1).
+library, so they are set before any is imported. Signals: SIGUSR1 (forwarded by the batch
+script ahead of the time limit) and SIGTERM/SIGINT set the stop flag that the engine polls
+after every batch (a stopped step saves its mid-step checkpoint) and between steps; the worker
+then exits with EXIT_PREEMPTED and the batch script requeues the job (for SIGUSR1).
 
 The manifest, marker and exit-code formats are the job contract of
 :mod:`hpc_forget.cluster.contract`.
@@ -118,7 +119,8 @@ class Marker:
 
 @dataclass
 class StopFlag:
-    """Set by SIGUSR1/SIGTERM/SIGINT; the engine polls it between epochs and steps."""
+    """Set by SIGUSR1/SIGTERM/SIGINT; the engine polls it after every batch (every 16 on
+    several processes) and between epochs and steps."""
 
     signal_name: str | None = None
     on_signal: Callable[[str], None] | None = None
@@ -131,8 +133,8 @@ class StopFlag:
             if self.on_signal is not None:
                 self.on_signal(self.signal_name)
             print(
-                "hpc-forget worker: stop requested (Slurm's warning); stopping at the next"
-                " epoch boundary",
+                "hpc-forget worker: stop requested (Slurm's warning); stopping after the"
+                " current batch",
                 file=sys.stderr,
             )
         return self.signal_name is not None
@@ -144,9 +146,7 @@ class StopFlag:
             self.signal_name = name
             if self.on_signal is not None:
                 self.on_signal(name)
-        print(
-            f"hpc-forget worker: got {name}; stopping at the next epoch boundary", file=sys.stderr
-        )
+        print(f"hpc-forget worker: got {name}; stopping after the current batch", file=sys.stderr)
 
     def install(self) -> None:
         for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):

@@ -513,3 +513,152 @@ def test_a_packed_element_requeued_mid_way_resumes_at_its_first_unfinished_task(
     assert [t.state for t in st.tasks] == ["done"] * 4
     finish_reference(ref, ref_dir / "run.log")
     assert_same_results(work / "store", ref_dir / "store", {t.run_id for t in st.tasks})
+
+
+# ---------------------------------------------------------------------------- (6) long step
+
+
+def long_step_overrides(root: Path) -> dict:
+    return {
+        **SMALL,
+        "methods": ["multi"],  # one task of one (joint) step
+        "data.max_train": 200,
+        "train.max_epochs_full": 150,  # about 80 s of training: more than two cuts leave (70 s)
+        "train.patience_full": 1000,  # early stopping never ends it early
+        "cache_dir": str(root / "long-cache"),
+    }
+
+
+RESUMED = re.compile(r"continuing from its mid-step checkpoint \(epoch (\d+), batch (\d+)/(\d+)\)")
+# the worker's line for a stop inside an epoch, or between two (the warning came during the
+# dev evaluation): saved at (epoch, batch), (epoch, 0) for the latter
+STOPPED = re.compile(
+    r"stopped (?:in epoch (\d+) after batch (\d+)/\d+ \(checkpointed\)|before epoch (\d+))"
+)
+
+
+def stop_positions(log: str) -> list[tuple[int, int]]:
+    return [(int(a or c), int(b or 0)) for a, b, c in STOPPED.findall(log)]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_step_longer_than_the_time_limit_finishes_over_several_requeues(slurm_root):
+    """One MULTI step of about 80 s of training (idle machine), cut by its time limit twice.
+    Each time the job has trained for a while (the first attempt 10 s after its marker says
+    running, later ones 3 s after their "continuing from its mid-step checkpoint" line), its
+    limit is cut as in `interrupted_chains`, to 60-120 s from now, so Slurm's USR1 warning
+    (the profile's 120-s lead) comes with its next time-limit check, within 30 s: the step
+    saves its mid-step checkpoint and the batch script requeues the job. While the job waits
+    to restart its limit is raised again. The third attempt finishes the step.
+
+    The first two attempts train for at most about 35 s each (their waits plus a 30-s check
+    period), 70 s together; the step is longer, so the third attempt has work left. Each
+    requeue costs about 20 s (10-15 s pending, then the worker's start-up). 3.9-4.8 min on 2
+    CPUs kept busy by other work (load average 4-6), the reference run overlapping; about 2.5
+    min expected on an idle machine.
+    """
+    t_start = time.monotonic()
+    work = slurm_root / "long-step"
+    work.mkdir()
+    ref_dir = work / "ref"
+    ref_dir.mkdir()
+    ov = long_step_overrides(slurm_root)
+    ref = start_reference("demo", {**ov, "store": str(ref_dir / "store")}, ref_dir / "run.log")
+    # the job starts once the reference has built the tiny model into the shared cache (else
+    # it waits for that build, a start-up of its own that the first cut would have to allow)
+    wait_for(
+        lambda: "tiny model:" in (ref_dir / "run.log").read_text() or ref.poll() is not None,
+        300,
+        "the reference to build the tiny model",
+        0.2,
+    )
+    cfg = load_config("demo", overrides={**ov, "store": str(work / "store")})
+    run = work / "run"
+    prof = P.load_profile("local", ["time=30", "signal_lead_s=120"])
+    SU.submit(cfg, prof, container="none", run_folder=run, workdir=work)
+    from hpc_forget.run.checkpoints import midstep_path
+    from hpc_forget.store.store import Store
+
+    (task,) = ST.status(run).tasks
+    midstep = midstep_path(cfg, task.run_id, 0)
+    cuts = 2
+    events: dict[str, list] = {"cut": [], "restored": [], "midstep_between": []}
+    seen: dict[tuple[int, int], float] = {}  # (restart, resumed lines) -> first seen
+
+    def marker() -> dict:
+        p = run / "tasks" / f"{task.task_id}.json"
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError):  # (not written yet, or being replaced)
+            return {}
+
+    def job_log() -> str:
+        logs = (run / "logs").glob("independent-0-*_0.log")
+        return "\n".join(p.read_text(errors="replace") for p in logs)
+
+    def runtime_s() -> int:
+        info = subprocess.run(
+            ["scontrol", "show", "job", task.job_id], capture_output=True, text=True
+        ).stdout
+        d, h, m_, s_ = re.search(r"RunTime=(?:(\d+)-)?(\d+):(\d+):(\d+)", info).groups()
+        return int(d or 0) * 86400 + int(h) * 3600 + int(m_) * 60 + int(s_)
+
+    def tick():
+        m = marker()
+        state, restart = m.get("state"), int(m.get("restart_count", 0))
+        n = len(events["cut"])
+        if state == "requeued" and len(events["restored"]) < n:
+            # stopped for the warning: the restarted job gets its full limit again
+            subprocess.run(["scontrol", "update", f"JobId={task.job_id}", "TimeLimit=30"], check=True)  # fmt: skip
+            events["restored"].append(time.monotonic())
+            events["midstep_between"].append(midstep.exists())
+        elif n < cuts and state == "running" and restart == n == len(events["restored"]):
+            resumed = len(RESUMED.findall(job_log()))
+            first = seen.setdefault((restart, resumed), time.monotonic())
+            wait = 10 if n == 0 else 3  # the first attempt: its start-up (~5 s), then training
+            if (n == 0 or resumed >= n) and time.monotonic() - first >= wait:
+                limit = -(-runtime_s() // 60) + 1  # ends in 60-120 s: USR1 (120 s lead) at once
+                subprocess.run(["scontrol", "update", f"JobId={task.job_id}", f"TimeLimit={limit}"], check=True)  # fmt: skip
+                events["cut"].append(time.monotonic())
+        if state == "failed":
+            pytest.fail(f"{task.task_id} failed: {m.get('last_error')}\n{debug_text(run)}")
+        return state == "done"
+
+    t_submit = time.monotonic()
+    wait_for(tick, 600, "the long step to finish", 0.5, lambda: f"{events}\n{debug_text(run)}")
+    wall = time.monotonic() - t_submit
+    log = job_log()
+    assert len(events["cut"]) == cuts, f"the step ended after {len(events['cut'])} cut(s): {events}\n{log[-3000:]}"  # fmt: skip
+    # (1) requeued twice, by itself after the warning
+    assert log.count("batch script got SIGUSR1") >= cuts, log[-3000:]
+    assert log.count("requeueing job") >= cuts, log[-3000:]
+    final = marker()
+    assert final["restart_count"] == cuts, final
+    assert step_restarts(Store(work / "store"), task.run_id) == {0: str(cuts)}
+
+    def requeued_in_sacct():  # accounting records reach slurmdbd a few seconds late
+        out = subprocess.run(
+            ["sacct", "-n", "-X", "-D", "-P", "-o", "JobID,State", "-j", task.job_id.split("_")[0]],
+            capture_output=True,
+            text=True,
+        ).stdout  # fmt: skip
+        states = [ln.split("|")[1] for ln in out.splitlines() if "|" in ln]
+        return states if "COMPLETED" in states else None
+
+    states = wait_for(requeued_in_sacct, 60, "sacct to record the finished job", 1.0)
+    assert states.count("REQUEUED") == cuts, states
+    # (2) each attempt continued from where the last one stopped on the warning, further on
+    stops = stop_positions(log)
+    resumes = [(int(e), int(b)) for e, b, _ in RESUMED.findall(log)]
+    assert len(resumes) == cuts and resumes == stops, f"stops {stops}, resumes {resumes}"
+    assert resumes == sorted(set(resumes)), f"positions do not increase: {resumes}"
+    # (4) the mid-step checkpoint was there between the attempts, and is gone now
+    assert events["midstep_between"] == [True] * cuts, events
+    assert not midstep.exists() and not midstep.with_suffix(".json").exists()
+    # (3) every score, the dev curve and the losses equal an uninterrupted run's
+    finish_reference(ref, ref_dir / "run.log")
+    assert_same_results(work / "store", ref_dir / "store", {task.run_id})
+    cut_at = [round(t - t_submit) for t in events["cut"]]
+    total = time.monotonic() - t_start
+    print(f"long step: {total:.0f} s in all, {wall:.0f} s on Slurm; cuts at {cut_at} s, resumes {resumes}")  # fmt: skip

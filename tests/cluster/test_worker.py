@@ -409,6 +409,19 @@ def test_the_stop_request_file_sets_the_flag_once(tmp_path):
     assert flag() and flag() and seen == ["SIGUSR1"] and flag.signal_name == "SIGUSR1"
 
 
+def test_the_stop_lines_say_the_step_stops_after_the_current_batch(tmp_path, capsys):
+    # the loop polls the flag after every batch (mid-step checkpoints), not once an epoch
+    flag = W.StopFlag(stop_file=tmp_path / "stop")
+    flag.handle(signal.SIGUSR1)
+    flag.stop_file.touch()
+    W.StopFlag(stop_file=flag.stop_file)()
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "hpc-forget worker: got SIGUSR1; stopping after the current batch",
+        "hpc-forget worker: stop requested (Slurm's warning); stopping after the current batch",
+    ]
+
+
 def test_the_stop_request_is_named_as_scontrol_names_the_element():
     assert C.job_key({"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "3"}) == "77_3"
     assert C.job_key({"SLURM_JOB_ID": "78"}) == "78" and C.job_key({}) == "local"
