@@ -58,8 +58,9 @@ def test_flops_six_n_for_training_two_n_for_evaluation():
 def test_side_rates_and_mfu():
     s = B.side(2.0, 100, 1000, 512.0, 256.0, flops=1e12, peak=1e12)
     assert (s.utt_per_s, s.tokens_per_s, s.peak_mem_mib, s.start_mem_mib) == (50, 500, 512, 256)
-    assert s.mfu == pytest.approx(0.5)
+    assert s.mfu == pytest.approx(0.5) and s.cpu_seconds is None
     assert B.side(2.0, 100, 1000, None, None).mfu is None
+    assert B.side(2.0, 100, 1000, None, None, cpu_seconds=1.5).cpu_seconds == 1.5
 
 
 def _result(**kw) -> B.BenchResult:
@@ -115,13 +116,23 @@ def test_ratios_targets_and_as_dict():
     assert gpu.targets == {"train": 3.0, "eval": 10.0}
     assert gpu.as_dict()["meets_targets"] == {"train": False, "eval": False}
     assert _result(f1_trainer={"en-US": 0.25, "de-DE": 0.4}).f1_difference == pytest.approx(0.1)
+    assert d["train_cpu_ratio"] is None  # no CPU times measured
+    cpu = _result(
+        train_ours=B.side(10.0, 6400, 64_000, None, None, cpu_seconds=8.0),
+        train_trainer=B.side(20.0, 6400, 64_000, None, None, cpu_seconds=20.0),
+        eval_ours=B.side(0.5, 600, 6000, None, None, cpu_seconds=0.5),
+        eval_trainer=B.side(1.0, 600, 6000, None, None, cpu_seconds=0.75),
+    )
+    assert cpu.train_cpu_ratio == 2.5 and cpu.eval_cpu_ratio == 1.5
+    assert "| 2.00x | 2.50x / 1.50x | - / - |" in B.markdown_row(cpu)
+    assert "on CPU time 2.50x" in B.format_bench(cpu)
 
 
 def test_markdown_row_and_text():
     r = _result()
     assert B.markdown_row(r) == (
         "| 2026-12-04 | tiny | cpu | fp32 | 1 | 200 x 32 | 640.0 | 320.0 | 2.00x | 1,200.0"
-        " | 600.0 | 2.00x | 900 / 1,000 | - / - |"
+        " | 600.0 | 2.00x | - / - | 900 / 1,000 | - / - |"
     )
     assert B.MARKDOWN_HEADER.count("|") == B.markdown_row(r).count("|")
     text = B.format_bench(r)
@@ -185,7 +196,7 @@ def test_tiny_end_to_end(xlmr_tokenizer_dir, tmp_path):
     for s in (r.train_ours, r.train_trainer, r.eval_ours, r.eval_trainer):
         assert s.seconds > 0 and s.utt_per_s > 0 and s.tokens_per_s > s.utt_per_s
         assert s.peak_mem_mib is not None and s.peak_mem_mib >= s.start_mem_mib
-        assert s.mfu is None  # CPU
+        assert s.mfu is None and s.cpu_seconds is not None and s.cpu_seconds > 0  # CPU
     assert set(r.f1_ours) == set(B.BENCH_LOCALES) and r.f1_difference <= B.F1_TOLERANCE
     assert r.eval_words > 0 and r.differing_words == 0
     fast = inspect.signature(train_step).parameters.get("fast")
