@@ -131,7 +131,7 @@ def test_ratios_targets_and_as_dict():
 def test_markdown_row_and_text():
     r = _result()
     assert B.markdown_row(r) == (
-        "| 2026-12-04 | tiny | cpu | fp32 | 1 | 200 x 32 | 640.0 | 320.0 | 2.00x | 1,200.0"
+        "| 2026-12-04 | tiny | cpu | fp32 | 1 | 200 x 32 (512) | 640.0 | 320.0 | 2.00x | 1,200.0"
         " | 600.0 | 2.00x | - / - | 900 / 1,000 | - / - |"
     )
     assert B.MARKDOWN_HEADER.count("|") == B.markdown_row(r).count("|")
