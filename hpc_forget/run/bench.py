@@ -671,7 +671,9 @@ def bench(
         eval_batch_size=eval_batch_size,
     )
     pad_id = tok.pad_token_id
-    work = Path(tempfile.mkdtemp(prefix="hpc-forget-bench-"))
+    # Trainer's output_dir (it saves nothing): removed at the end, or when collected
+    work_dir = tempfile.TemporaryDirectory(prefix="hpc-forget-bench-")
+    work = Path(work_dir.name)
 
     def trainer_args() -> Any:
         from transformers import TrainingArguments
@@ -870,7 +872,5 @@ def bench(
         host=socket.gethostname(),
         notes=tuple(notes),
     )
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
+    work_dir.cleanup()
     return result
