@@ -272,6 +272,85 @@ def params_cmd(model: str, languages: int, list_presets: bool, as_json: bool) ->
         click.echo(format_params(rows))
 
 
+@cli.command("bench")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--size",
+    type=click.Choice(["tiny", "base"]),
+    default="tiny",
+    show_default=True,
+    help="tiny: 2 layers of 64; base: xlm-roberta-base shapes (random init).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--out", default=None, metavar="FILE", help="Write the result (a throughput file) to FILE."
+)
+@click.option(
+    "--tokenizer",
+    default=None,
+    metavar="DIR|HUB-ID",
+    help="The tokenizer (default: xlm-roberta-base from the hub cache).",
+)
+@click.option("--steps", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--eval-batch-size", default=512, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="torch CPU threads (0: torch's default).",
+)
+@click.option(
+    "--repeats",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Timed repeats of each side (best kept).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+    default="auto",
+    show_default=True,
+)
+def bench_cmd(
+    device: str,
+    size: str,
+    as_json: bool,
+    out: str | None,
+    tokenizer: str | None,
+    steps: int,
+    batch_size: int,
+    eval_batch_size: int,
+    threads: int,
+    repeats: int,
+    precision: str,
+) -> None:
+    """Our training and evaluation against Hugging Face Trainer, same data (docs/benchmarks.md)."""
+    from hpc_forget.run.bench import bench, format_bench, write_bench
+
+    result = bench(
+        device,
+        size,
+        tokenizer=tokenizer,
+        steps=steps,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        precision=precision,
+        threads=threads,
+        repeats=repeats,
+    )
+    if out is not None:
+        write_bench(out, result)
+    if as_json:
+        _echo_json(result.as_dict())
+    else:
+        click.echo(format_bench(result))
+        if out is not None:
+            click.echo(f"wrote {out} (plan --estimate --throughput {out} reads it)")
+
+
 # ---------------------------------------------------------------------------- store
 
 

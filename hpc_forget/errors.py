@@ -87,6 +87,10 @@ class EstimateError(UserError):
     """A throughput record or a cost estimate that cannot be made (``plan --estimate``)."""
 
 
+class BenchError(UserError, ValueError):
+    """A ``hpc-forget bench`` option or setup that cannot be used (no GPU, no tokenizer)."""
+
+
 def split_pair(
     text: str, option: str, error: type[Exception] = UserError, example: str = "KEY=VALUE"
 ) -> tuple[str, str]:
