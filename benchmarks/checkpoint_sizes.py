@@ -39,6 +39,12 @@ import torch
 
 CHAIN_STEPS = 52
 METHODS = {"full": ("vanilla", 0), "lora": ("shared_lora", 32)}
+ROWS_ONE_LANGUAGE = 4_791
+"""Distinct XLM-R pieces of en-US's MASSIVE train+dev (13,547 utterances; th-TH's: 3,711),
+counted with the rebuilt tokenizer (../shared/models/xlmr-tokenizer) on 2026-12-04. A full
+fine-tuning step trains these rows of the word embedding only (run/embeddings.py), so its
+mid-step checkpoint holds AdamW's moments for them, not for all 250,002; MULTI's step (all
+52 languages) uses more, up to every row (the dense size)."""
 
 
 def build_model(method: str) -> torch.nn.Module:
@@ -64,13 +70,18 @@ def build_model(method: str) -> torch.nn.Module:
     return model
 
 
-def _utterances(n: int, vocab: int, n_labels: int, seed: int = 0) -> SimpleNamespace:
-    """``n`` encoded utterances of MASSIVE's lengths (8..20 sub-words, <s> and </s> included)."""
+def _utterances(n: int, vocab: int, n_labels: int, rows: int, seed: int = 0) -> SimpleNamespace:
+    """``n`` encoded utterances of MASSIVE's lengths (8..20 sub-words, <s> and </s> included)
+    that use about ``rows`` distinct pieces in all (each piece of a pool of ``rows - 2`` ids
+    once, then random ones of it): the rows a full fine-tuning step trains."""
     rng = random.Random(seed)
+    pool = list(range(3, min(vocab, rows + 1)))
+    stream = iter(pool)
     ids, labels = [], []
     for _ in range(n):
         k = rng.randint(6, 18)
-        ids.append([0] + [rng.randrange(3, vocab) for _ in range(k)] + [2])
+        body = [next(stream, None) or rng.choice(pool) for _ in range(k)]
+        ids.append([0] + body + [2])
         labels.append([-100] + [rng.randrange(n_labels) for _ in range(k)] + [-100])
     return SimpleNamespace(input_ids=ids, labels=labels)
 
@@ -81,7 +92,7 @@ def _size(path: Path) -> int:
     return path.stat().st_size + (record.stat().st_size if record.is_file() else 0)
 
 
-def measure(method: str, folder: Path, *, threads: int) -> list[dict[str, Any]]:
+def measure(method: str, folder: Path, *, threads: int, rows: int) -> list[dict[str, Any]]:
     """Save a mid-step checkpoint (train_step stopped after one batch) and a step checkpoint
     of ``method`` under ``folder``; their sizes; the files are removed."""
     from hpc_forget.data.labels import LABELS
@@ -99,7 +110,8 @@ def measure(method: str, folder: Path, *, threads: int) -> list[dict[str, Any]]:
     model = build_model(method)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     hyper = step_hyper(name, rank, TrainConfig())
-    enc = _utterances(2 * hyper.batch_size, model.config.vocab_size, len(LABELS))
+    n = max(2 * hyper.batch_size, -(-rows // 12))
+    enc = _utterances(n, model.config.vocab_size, len(LABELS), rows)
     cfg = SimpleNamespace(store=str(folder))
     run_id = f"sizes-{method}"
     midstep = MidStep(cfg, run_id, 0, label=f"{method} step 1")
@@ -171,11 +183,17 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where the files are written (then removed)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ap.add_argument(
+        "--rows",
+        type=int,
+        default=ROWS_ONE_LANGUAGE,
+        help="distinct pieces the step's data uses (default: en-US train+dev's, measured)",
+    )
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hpc-forget-ckpt-sizes-", dir=args.dir) as tmp:
         for method in args.methods:
-            rows += measure(method, Path(tmp), threads=args.threads)
+            rows += measure(method, Path(tmp), threads=args.threads, rows=args.rows)
     disk = {
         m: chain_disk(
             *(
