@@ -9,7 +9,8 @@ number of steps (docs/benchmarks.md):
   of 8 utterances once per epoch, inside the timed call); the baseline is ``Trainer.train``
   with ``DataCollatorForTokenClassification``;
 - evaluation: one R row, every locale's test split, on the same weights for both sides (our
-  trained model), so both F1s must agree: ours is :func:`run.evaluation.predict_words` and
+  trained model), so both F1s must agree: ours is the engine's R row,
+  :func:`run.evaluation.predict_languages` (one pass over every locale's set) and
   :func:`run.evaluation.score_examples` per locale, the baseline ``Trainer.predict`` per locale
   and the same scoring.
 
@@ -621,7 +622,7 @@ def bench(
     from hpc_forget.data.labels import LABELS
     from hpc_forget.models.encode import encode
     from hpc_forget.models.hub import quiet_transformers
-    from hpc_forget.run.evaluation import predict_words, score_examples
+    from hpc_forget.run.evaluation import predict_languages, score_examples
     from hpc_forget.run.training import (
         StepData,
         choose_precision,
@@ -744,20 +745,17 @@ def bench(
         return t, net
 
     def eval_ours(net: torch.nn.Module) -> tuple[_Timed, dict[str, float], dict[str, list]]:
-        f1s: dict[str, float] = {}
-        preds: dict[str, list] = {}
-        with _timed(cuda) as t:
-            for loc, enc in test_enc.items():
-                preds[loc] = predict_words(
-                    net,
-                    enc,
-                    batch_size=eval_batch_size,
-                    pad_id=pad_id,
-                    pad_multiple=hyper.pad_multiple,
-                    device=dev,
-                    autocast=accelerator.autocast,
-                )
-                f1s[loc] = score_examples(tests[loc], preds[loc], LABELS)[0]
+        with _timed(cuda) as t:  # the engine's R row: one pass over every language's test set
+            preds = predict_languages(
+                net,
+                test_enc,
+                batch_size=eval_batch_size,
+                pad_id=pad_id,
+                pad_multiple=hyper.pad_multiple,
+                device=dev,
+                autocast=accelerator.autocast,
+            )
+            f1s = {loc: score_examples(tests[loc], preds[loc], LABELS)[0] for loc in test_enc}
         return t, f1s, preds
 
     def eval_trainer(net: torch.nn.Module) -> tuple[_Timed, dict[str, float], dict[str, list]]:
@@ -797,7 +795,7 @@ def bench(
         if not trainer_first:
             timings["tt"].append(train_trainer())
         n_params, n_nonemb = count_params(net)
-        say(f"repeat {rep}/{repeats}: evaluating one R row (predict_words and Trainer.predict)")
+        say(f"repeat {rep}/{repeats}: evaluating one R row (predict_languages and Trainer.predict)")
         if trainer_first:
             t, f1_base, p_base = eval_trainer(net)
             timings["et"].append(t)
