@@ -21,7 +21,9 @@ original embedding module back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,3 +106,24 @@ def restore_rows(model: torch.nn.Module, sub: RowSubset) -> None:
     full.weight.data = full.weight.data.to(sub.weight.device)
     full.weight[sub.rows.to(sub.weight.device)] = sub.weight.to(full.weight.dtype)
     model.set_input_embeddings(full)
+
+
+@contextmanager
+def fast_embedding_rows(
+    model: torch.nn.Module, data: Any, device: torch.device, *, on: bool
+) -> Iterator[None]:
+    """While the block runs, ``model``'s input embedding trains only the rows ``data``'s
+    training and dev sets use (``on``; else nothing changes); afterwards, however the block
+    ends, the rows are written back and the original embedding is in place again."""
+    if not on:
+        yield
+        return
+    emb = model.get_input_embeddings()
+    rows = used_rows(
+        (data.train.input_ids, data.dev.input_ids), emb.num_embeddings, emb.padding_idx
+    )
+    sub = compact_rows(model, rows, device)
+    try:
+        yield
+    finally:
+        restore_rows(model, sub)

@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from hpc_forget.data.batching import collate, train_batches
 from hpc_forget.errors import ConfigError
 from hpc_forget.run.checkpoints import CheckpointDamaged
-from hpc_forget.run.embeddings import compact_rows, compact_rows_apply, restore_rows, used_rows
+from hpc_forget.run.embeddings import compact_rows_apply, fast_embedding_rows
 from hpc_forget.run.evaluation import predict_words, score_examples
 
 if TYPE_CHECKING:
@@ -305,284 +305,253 @@ def train_step(
     order, without a dense 250k-row gradient and optimizer update). Off: the straightforward
     dense loop, which the equivalence test and the benchmark compare against.
     """
-    strategy_loss = strategy is not None and strategy.adds_loss
-    sub = None
-    if fast and compact_rows_apply(model, weight_decay=hyper.weight_decay, adds_loss=strategy_loss):
-        emb = model.get_input_embeddings()
-        rows = used_rows(
-            (data.train.input_ids, data.dev.input_ids), emb.num_embeddings, emb.padding_idx
-        )
-        sub = compact_rows(model, rows, accelerator.device)
-    try:
-        return _train_step(
+    with fast_embedding_rows(
+        model,
+        data,
+        accelerator.device,
+        on=fast
+        and compact_rows_apply(
             model,
-            data,
-            hyper,
-            accelerator=accelerator,
-            labels=labels,
-            pad_id=pad_id,
-            seed=seed,
-            should_stop=should_stop,
-            progress=progress,
-            strategy=strategy,
-            ctx=ctx,
-            prepared=prepared,
-            midstep=midstep,
-        )
-    finally:
-        if sub is not None:
-            restore_rows(model, sub)
+            weight_decay=hyper.weight_decay,
+            adds_loss=strategy is not None and strategy.adds_loss,
+        ),
+    ):
+        lr, head_lr = hyper.lr, hyper.head_lr
+        batch_size, eval_batch_size = hyper.batch_size, hyper.eval_batch_size
+        pad_multiple, max_grad_norm = hyper.pad_multiple, hyper.max_grad_norm
+        extra_loss = strategy is not None and strategy.adds_loss
+        from transformers import get_linear_schedule_with_warmup
 
-
-def _train_step(
-    model: torch.nn.Module,
-    data: StepData,
-    hyper: StepHyper,
-    *,
-    accelerator: Accelerator,
-    labels: Sequence[str],
-    pad_id: int,
-    seed: int,
-    should_stop: Callable[[], bool],
-    progress: bool,
-    strategy: Strategy | None,
-    ctx: StepContext | None,
-    prepared: Prepared | None,
-    midstep: MidStep | None,
-) -> TrainResult:
-    """:func:`train_step`'s loop, on the model as the fast path left it."""
-    lr, head_lr = hyper.lr, hyper.head_lr
-    batch_size, eval_batch_size = hyper.batch_size, hyper.eval_batch_size
-    pad_multiple, max_grad_norm = hyper.pad_multiple, hyper.max_grad_norm
-    extra_loss = strategy is not None and strategy.adds_loss
-    from transformers import get_linear_schedule_with_warmup
-
-    device = accelerator.device
-    params = _trainable(model)
-    # Parameter groups: weight decay except on biases and LayerNorm; in LoRA runs the
-    # classifier may have its own learning rate (head_lr), so it can learn the label prior
-    # before the shared LoRA update drowns the tiny residual stream (docs/models.md).
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for n, p in params:
-        is_head = head_lr is not None and "classifier" in n
-        decays = p.ndim > 1 and "LayerNorm" not in n
-        groups.setdefault((is_head, decays), []).append(p)
-    # The fused kernel (CPU and CUDA) updates every parameter in one pass; the default
-    # per-tensor loop is several times slower on MASSIVE's short batches.
-    optimizer = torch.optim.AdamW(
-        [
-            {
-                "params": ps,
-                "lr": head_lr if is_head else lr,
-                "weight_decay": hyper.weight_decay if decays else 0.0,
-            }
-            for (is_head, decays), ps in sorted(groups.items())
-        ],
-        lr=lr,
-        fused=True,
-    )
-    lengths = [len(x) for x in data.train.input_ids]
-    world, rank = accelerator.num_processes, accelerator.process_index
-    n_batches = len(_shard(-(-len(lengths) // batch_size), world, rank))
-    total = max(1, n_batches * hyper.max_epochs)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(hyper.warmup_ratio * total), total)
-    # The optimizer is prepared (fp16's gradient scaler), the scheduler is not: accelerate's
-    # AcceleratedScheduler steps it once per process per optimizer step (split_batches=False),
-    # which would run the schedule num_processes times too fast. Stepped here once per step.
-    optimizer = accelerator.prepare_optimizer(optimizer)
-    own = prepared is None
-    prepared = Prepared(accelerator, model) if prepared is None else prepared
-    net = prepared.wrapped()
-    if rank > 0:  # every process its own dropout masks (process 0's are a single process's)
-        torch.manual_seed(seed + rank * 2**32)
-    stop = agreed_stop(accelerator, should_stop)
-
-    def dev_f1() -> float:
-        pred = predict_words(
-            model,
-            data.dev,
-            batch_size=eval_batch_size,
-            pad_id=pad_id,
-            pad_multiple=pad_multiple,
-            device=device,
-            autocast=accelerator.autocast,
-        )
-        return score_examples(data.dev_examples, pred, labels)[0]
-
-    best_f1 = -1.0
-    best_epoch = 0
-    best_state = [p.detach().clone() for _, p in params]
-    curve: list[float] = []
-    losses: list[float] = []
-    lrs: list[float] = []
-    since_best = 0
-    seen = 0
-    elapsed = 0.0  # training seconds before this process took the step over
-    fingerprint = {
-        "examples": len(lengths),
-        "batches": n_batches,
-        "seed": seed,
-        "max_epochs": hyper.max_epochs,
-        "processes": world,
-        "trainable": sum(p.numel() for _, p in params),
-    }
-    resume = midstep.load(lambda st: _check_midstep(st, params, fingerprint)) if midstep else None
-    if agreed(accelerator, midstep is not None and resume is None):
-        resume = None  # one process could not read it: every one starts the step afresh
-    if resume is not None:
-        with torch.no_grad():
-            for keep, (n, p) in zip(best_state, params, strict=True):
-                p.copy_(resume["weights"][n])
-                keep.copy_(resume["best"][n])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        if resume["scaler"] is not None and accelerator.scaler is not None:
-            accelerator.scaler.load_state_dict(resume["scaler"])
-        best_f1, best_epoch, since_best = resume["early"]
-        curve, losses, lrs = list(resume["curve"]), list(resume["losses"]), list(resume["lrs"])
-        seen, elapsed = int(resume["seen"]), float(resume["elapsed"])
-        if strategy is not None and ctx is not None:
-            strategy.load_midstep_state(resume["strategy"], ctx)
-        if rank == 0:
-            set_rng_states(resume["rng"])
-        else:  # new dropout streams (rank 0 saved only its own)
-            torch.manual_seed(seed + rank * 2**32 + resume["epoch"] * 2**20 + resume["batch"])
-        log.info(
-            "%s: continuing from its mid-step checkpoint (epoch %d, batch %d/%d)",
-            midstep.label,
-            resume["epoch"],
-            resume["batch"],
-            n_batches,
-        )
-    t0 = time.perf_counter()
-    interval = midstep.interval_s if midstep is not None else 0.0
-    last_save = midstep.clock() if interval > 0 else 0.0
-
-    def save(epoch: int, done: int, running: torch.Tensor) -> None:
-        """The loop's whole state after ``done`` batches of ``epoch`` (rank 0 writes it)."""
-        nonlocal last_save
-        if midstep is None:
-            return
-        if accelerator.is_main_process:
-            scaler = accelerator.scaler
-            midstep.save(
+        device = accelerator.device
+        params = _trainable(model)
+        # Parameter groups: weight decay except on biases and LayerNorm; in LoRA runs the
+        # classifier may have its own learning rate (head_lr), so it can learn the label prior
+        # before the shared LoRA update drowns the tiny residual stream (docs/models.md).
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        for n, p in params:
+            is_head = head_lr is not None and "classifier" in n
+            decays = p.ndim > 1 and "LayerNorm" not in n
+            groups.setdefault((is_head, decays), []).append(p)
+        # The fused kernel (CPU and CUDA) updates every parameter in one pass; the default
+        # per-tensor loop is several times slower on MASSIVE's short batches.
+        optimizer = torch.optim.AdamW(
+            [
                 {
-                    "version": MIDSTEP_VERSION,
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "batch": done,
-                    "weights": {n: p.detach().cpu() for n, p in params},
-                    "best": {n: k.cpu() for (n, _), k in zip(params, best_state, strict=True)},
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "early": (best_f1, best_epoch, since_best),
-                    "curve": curve,
-                    "losses": losses,
-                    "lrs": lrs,
-                    "running": running.detach().cpu(),
-                    "seen": seen,
-                    "elapsed": elapsed + time.perf_counter() - t0,
-                    "rng": rng_states(),
-                    "strategy": strategy.midstep_state(ctx) if strategy and ctx else {},
+                    "params": ps,
+                    "lr": head_lr if is_head else lr,
+                    "weight_decay": hyper.weight_decay if decays else 0.0,
                 }
-            )
-        accelerator.wait_for_everyone()
-        last_save = midstep.clock() if interval > 0 else 0.0
-
-    def due() -> bool:
-        """The periodic checkpoint is due (rank 0's clock decides, on every process)."""
-        if interval <= 0:
-            return False
-        return agreed(
-            accelerator, accelerator.is_main_process and midstep.clock() - last_save >= interval
+                for (is_head, decays), ps in sorted(groups.items())
+            ],
+            lr=lr,
+            fused=True,
         )
+        lengths = [len(x) for x in data.train.input_ids]
+        world, rank = accelerator.num_processes, accelerator.process_index
+        n_batches = len(_shard(-(-len(lengths) // batch_size), world, rank))
+        total = max(1, n_batches * hyper.max_epochs)
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(hyper.warmup_ratio * total), total
+        )
+        # The optimizer is prepared (fp16's gradient scaler), the scheduler is not: accelerate's
+        # AcceleratedScheduler steps it once per process per optimizer step (split_batches=False),
+        # which would run the schedule num_processes times too fast. Stepped here once per step.
+        optimizer = accelerator.prepare_optimizer(optimizer)
+        own = prepared is None
+        prepared = Prepared(accelerator, model) if prepared is None else prepared
+        net = prepared.wrapped()
+        if rank > 0:  # every process its own dropout masks (process 0's are a single process's)
+            torch.manual_seed(seed + rank * 2**32)
+        stop = agreed_stop(accelerator, should_stop)
 
-    epochs = range(1, hyper.max_epochs + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        epochs = tqdm(epochs, desc="epochs", leave=False)
-    first_epoch = resume["epoch"] if resume is not None else 1
-    epoch = 0
-    for epoch in epochs:
-        if epoch < first_epoch:
-            continue
-        resumed = resume is not None and epoch == first_epoch
-        if not resumed and stop():
-            if epoch > 1:
-                save(epoch, 0, torch.zeros((), device=device))
-            raise Preempted(f"stopped before epoch {epoch}")
-        net.train()
-        running = torch.zeros((), device=device)
-        start = 0
-        if resumed:
-            running, start = resume["running"].to(device), resume["batch"]
-        batches = train_batches(lengths, batch_size, seed=seed * 100_003 + epoch)
-        shard = _shard(len(batches), world, rank)
-        for pos in range(start, len(shard)):
-            idx = batches[shard[pos]]
-            batch = collate(
-                data.train.input_ids,
-                data.train.labels,
-                idx,
+        def dev_f1() -> float:
+            pred = predict_words(
+                model,
+                data.dev,
+                batch_size=eval_batch_size,
                 pad_id=pad_id,
                 pad_multiple=pad_multiple,
+                device=device,
+                autocast=accelerator.autocast,
             )
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with accelerator.autocast():
-                loss = net(**batch).loss
-                if extra_loss:
-                    loss = strategy.batch_loss(model, batch, loss, ctx)
-            accelerator.backward(loss)
-            if max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            if not getattr(optimizer, "step_was_skipped", False):  # fp16: an inf/nan step
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            running += loss.detach()
-            seen += len(idx) * world
-            done = pos + 1
-            if world <= 1 or done % POLL_EVERY_DDP == 0 or done == len(shard):
-                if stop():
-                    save(epoch, done, running)
-                    raise Preempted(
-                        f"stopped in epoch {epoch} after batch {done}/{len(shard)}"
-                        + (" (checkpointed)" if midstep is not None else "")
-                    )
-                if due():
-                    save(epoch, done, running)
-        # host sync, once per epoch; rank 0's dev F1 decides on every process
-        f1 = main_value(accelerator, dev_f1() if accelerator.is_main_process else 0.0)
-        curve.append(f1)
-        lrs.append(float(optimizer.param_groups[0]["lr"]))
-        losses.append(float(running) / max(1, n_batches))
-        if f1 > best_f1:
-            best_f1, best_epoch, since_best = f1, epoch, 0
+            return score_examples(data.dev_examples, pred, labels)[0]
+
+        best_f1 = -1.0
+        best_epoch = 0
+        best_state = [p.detach().clone() for _, p in params]
+        curve: list[float] = []
+        losses: list[float] = []
+        lrs: list[float] = []
+        since_best = 0
+        seen = 0
+        elapsed = 0.0  # training seconds before this process took the step over
+        fingerprint = {
+            "examples": len(lengths),
+            "batches": n_batches,
+            "seed": seed,
+            "max_epochs": hyper.max_epochs,
+            "processes": world,
+            "trainable": sum(p.numel() for _, p in params),
+        }
+        resume = (
+            midstep.load(lambda st: _check_midstep(st, params, fingerprint)) if midstep else None
+        )
+        if agreed(accelerator, midstep is not None and resume is None):
+            resume = None  # one process could not read it: every one starts the step afresh
+        if resume is not None:
+            with torch.no_grad():
+                for keep, (n, p) in zip(best_state, params, strict=True):
+                    p.copy_(resume["weights"][n])
+                    keep.copy_(resume["best"][n])
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            if resume["scaler"] is not None and accelerator.scaler is not None:
+                accelerator.scaler.load_state_dict(resume["scaler"])
+            best_f1, best_epoch, since_best = resume["early"]
+            curve, losses, lrs = list(resume["curve"]), list(resume["losses"]), list(resume["lrs"])
+            seen, elapsed = int(resume["seen"]), float(resume["elapsed"])
+            if strategy is not None and ctx is not None:
+                strategy.load_midstep_state(resume["strategy"], ctx)
+            if rank == 0:
+                set_rng_states(resume["rng"])
+            else:  # new dropout streams (rank 0 saved only its own)
+                torch.manual_seed(seed + rank * 2**32 + resume["epoch"] * 2**20 + resume["batch"])
+            log.info(
+                "%s: continuing from its mid-step checkpoint (epoch %d, batch %d/%d)",
+                midstep.label,
+                resume["epoch"],
+                resume["batch"],
+                n_batches,
+            )
+        t0 = time.perf_counter()
+        interval = midstep.interval_s if midstep is not None else 0.0
+        last_save = midstep.clock() if interval > 0 else 0.0
+
+        def save(epoch: int, done: int, running: torch.Tensor) -> None:
+            """The loop's whole state after ``done`` batches of ``epoch`` (rank 0 writes it)."""
+            nonlocal last_save
+            if midstep is None:
+                return
+            if accelerator.is_main_process:
+                scaler = accelerator.scaler
+                midstep.save(
+                    {
+                        "version": MIDSTEP_VERSION,
+                        "fingerprint": fingerprint,
+                        "epoch": epoch,
+                        "batch": done,
+                        "weights": {n: p.detach().cpu() for n, p in params},
+                        "best": {n: k.cpu() for (n, _), k in zip(params, best_state, strict=True)},
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else None,
+                        "early": (best_f1, best_epoch, since_best),
+                        "curve": curve,
+                        "losses": losses,
+                        "lrs": lrs,
+                        "running": running.detach().cpu(),
+                        "seen": seen,
+                        "elapsed": elapsed + time.perf_counter() - t0,
+                        "rng": rng_states(),
+                        "strategy": strategy.midstep_state(ctx) if strategy and ctx else {},
+                    }
+                )
+            accelerator.wait_for_everyone()
+            last_save = midstep.clock() if interval > 0 else 0.0
+
+        def due() -> bool:
+            """The periodic checkpoint is due (rank 0's clock decides, on every process)."""
+            if interval <= 0:
+                return False
+            return agreed(
+                accelerator, accelerator.is_main_process and midstep.clock() - last_save >= interval
+            )
+
+        epochs = range(1, hyper.max_epochs + 1)
+        if progress:
+            from tqdm.auto import tqdm
+
+            epochs = tqdm(epochs, desc="epochs", leave=False)
+        first_epoch = resume["epoch"] if resume is not None else 1
+        epoch = 0
+        for epoch in epochs:
+            if epoch < first_epoch:
+                continue
+            resumed = resume is not None and epoch == first_epoch
+            if not resumed and stop():
+                if epoch > 1:
+                    save(epoch, 0, torch.zeros((), device=device))
+                raise Preempted(f"stopped before epoch {epoch}")
+            net.train()
+            running = torch.zeros((), device=device)
+            start = 0
+            if resumed:
+                running, start = resume["running"].to(device), resume["batch"]
+            batches = train_batches(lengths, batch_size, seed=seed * 100_003 + epoch)
+            shard = _shard(len(batches), world, rank)
+            for pos in range(start, len(shard)):
+                idx = batches[shard[pos]]
+                batch = collate(
+                    data.train.input_ids,
+                    data.train.labels,
+                    idx,
+                    pad_id=pad_id,
+                    pad_multiple=pad_multiple,
+                )
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                with accelerator.autocast():
+                    loss = net(**batch).loss
+                    if extra_loss:
+                        loss = strategy.batch_loss(model, batch, loss, ctx)
+                accelerator.backward(loss)
+                if max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                optimizer.step()
+                if not getattr(optimizer, "step_was_skipped", False):  # fp16: an inf/nan step
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                running += loss.detach()
+                seen += len(idx) * world
+                done = pos + 1
+                if world <= 1 or done % POLL_EVERY_DDP == 0 or done == len(shard):
+                    if stop():
+                        save(epoch, done, running)
+                        raise Preempted(
+                            f"stopped in epoch {epoch} after batch {done}/{len(shard)}"
+                            + (" (checkpointed)" if midstep is not None else "")
+                        )
+                    if due():
+                        save(epoch, done, running)
+            # host sync, once per epoch; rank 0's dev F1 decides on every process
+            f1 = main_value(accelerator, dev_f1() if accelerator.is_main_process else 0.0)
+            curve.append(f1)
+            lrs.append(float(optimizer.param_groups[0]["lr"]))
+            losses.append(float(running) / max(1, n_batches))
+            if f1 > best_f1:
+                best_f1, best_epoch, since_best = f1, epoch, 0
+                for keep, (_, p) in zip(best_state, params, strict=True):
+                    keep.copy_(p.detach())
+            else:
+                since_best += 1
+                if since_best >= hyper.patience and epoch >= hyper.min_epochs:
+                    break
+        with torch.no_grad():
             for keep, (_, p) in zip(best_state, params, strict=True):
-                keep.copy_(p.detach())
+                p.copy_(keep)
+        wall = elapsed + time.perf_counter() - t0
+        del net
+        optimizer = scheduler = None  # (the closures' cells too: freed here)
+        if own:
+            prepared.release()
         else:
-            since_best += 1
-            if since_best >= hyper.patience and epoch >= hyper.min_epochs:
-                break
-    with torch.no_grad():
-        for keep, (_, p) in zip(best_state, params, strict=True):
-            p.copy_(keep)
-    wall = elapsed + time.perf_counter() - t0
-    del net
-    optimizer = scheduler = None  # (the closures' cells too: freed here)
-    if own:
-        prepared.release()
-    else:
-        accelerator.free_memory()  # this step's optimizer; gc.collect; empty_cache
-    return TrainResult(
-        epochs_run=epoch,
-        best_epoch=best_epoch,
-        best_dev_f1=best_f1,
-        dev_curve=curve,
-        train_loss=losses,
-        wall_time_s=wall,
-        train_examples_per_s=seen / wall if wall > 0 else 0.0,
-        lr_curve=lrs,
-    )
+            accelerator.free_memory()  # this step's optimizer; gc.collect; empty_cache
+        return TrainResult(
+            epochs_run=epoch,
+            best_epoch=best_epoch,
+            best_dev_f1=best_f1,
+            dev_curve=curve,
+            train_loss=losses,
+            wall_time_s=wall,
+            train_examples_per_s=seen / wall if wall > 0 else 0.0,
+            lr_curve=lrs,
+        )
