@@ -12,6 +12,7 @@ from hpc_forget.data.splits import sample_rank
 from hpc_forget.errors import DataError
 
 SAMPLE_SEED = 0
+SAMPLE_LOCALES = ("en-US", "de-DE", "sw-KE", "th-TH")  # the shipped samples (assets/massive)
 # Rows per locale and split in the shipped samples (de-DE and sw-KE have no train split).
 SAMPLE_SIZES: dict[str, dict[str, int]] = {
     "en-US": {"train": 2000, "dev": 300, "test": 300},

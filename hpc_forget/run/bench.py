@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import inspect
 import io
 import logging
 import math
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_forget import __version__
+from hpc_forget.data.samples import SAMPLE_LOCALES
 from hpc_forget.errors import BenchError, first_line
 from hpc_forget.files import utc_now, write_json
 from hpc_forget.run.throughput import Throughput, throughput_document
@@ -53,7 +53,7 @@ SIZES = ("tiny", "base")
 DEVICES = ("cpu", "cuda")
 #: The model name each size's throughput record carries (what ``plan --estimate`` matches).
 MODEL_OF_SIZE = {"tiny": "tiny", "base": "xlm-roberta-base"}
-BENCH_LOCALES = ("en-US", "de-DE", "sw-KE", "th-TH")  # the shipped samples (assets/massive)
+BENCH_LOCALES = SAMPLE_LOCALES
 DEFAULT_TOKENIZER = "xlm-roberta-base"
 DEV_EXAMPLES = 8  # train_step scores a dev set once per epoch: a tiny one
 LR = 5e-5
@@ -104,21 +104,6 @@ def attention_flops_per_token(layers: int, hidden: int, seq_len: float) -> float
     return 4.0 * layers * seq_len * hidden
 
 
-def train_flops(
-    nonembedding_params: int,
-    tokens: int,
-    *,
-    layers: int = 0,
-    hidden: int = 0,
-    seq_len: float = 0.0,
-) -> float:
-    """FLOPs of training on ``tokens`` sub-words, the usual approximation: ``6 N tokens``
-    (forward 2N, backward 4N per token) with N the non-embedding parameters (an embedding is a
-    lookup, not a matmul), plus three times the attention term when a shape is given."""
-    per_token = 6.0 * nonembedding_params + 3.0 * attention_flops_per_token(layers, hidden, seq_len)
-    return per_token * tokens
-
-
 def eval_flops(
     nonembedding_params: int,
     tokens: int,
@@ -127,9 +112,26 @@ def eval_flops(
     hidden: int = 0,
     seq_len: float = 0.0,
 ) -> float:
-    """FLOPs of a forward pass over ``tokens`` sub-words: ``2 N tokens`` (+ the attention term)."""
+    """FLOPs of a forward pass over ``tokens`` sub-words, the usual approximation: ``2 N
+    tokens`` with N the non-embedding parameters (an embedding is a lookup, not a matmul),
+    plus the attention term when a shape is given."""
     per_token = 2.0 * nonembedding_params + attention_flops_per_token(layers, hidden, seq_len)
     return per_token * tokens
+
+
+def train_flops(
+    nonembedding_params: int,
+    tokens: int,
+    *,
+    layers: int = 0,
+    hidden: int = 0,
+    seq_len: float = 0.0,
+) -> float:
+    """FLOPs of training on ``tokens`` sub-words: three forward passes' worth (forward 2N,
+    backward 4N per token: ``6 N tokens``, and three times the attention term)."""
+    return 3.0 * eval_flops(
+        nonembedding_params, tokens, layers=layers, hidden=hidden, seq_len=seq_len
+    )
 
 
 # ------------------------------------------------------------------------------ the result
@@ -205,7 +207,7 @@ class BenchResult:
     f1_trainer: dict[str, float]
     eval_words: int
     differing_words: int  # word predictions where the two sides disagree
-    train_step_fast: bool | None  # train_step's `fast` default; None: it has no such keyword
+    train_step_fast: bool | None  # whether train_step ran with its fast path (its default)
     torch_version: str
     transformers_version: str
     when: str
@@ -561,15 +563,6 @@ def count_params(model: Any) -> tuple[int, int]:
     return total, total - emb
 
 
-def _fast_default() -> bool | None:
-    """train_step's ``fast`` keyword default (the compact-embedding fast path), if it has one.
-    The bench passes nothing: it measures train_step as the engine calls it."""
-    from hpc_forget.run.training import train_step
-
-    p = inspect.signature(train_step).parameters.get("fast")
-    return None if p is None else bool(p.default)
-
-
 def _trainer_rows(enc: Any) -> list[dict]:
     return [
         {"input_ids": i, "labels": lab} for i, lab in zip(enc.input_ids, enc.labels, strict=True)
@@ -829,7 +822,6 @@ def bench(
     ]
     if cuda and peak is None:
         notes.append(f"no peak FLOP/s known for {device_name} in {prec}: MFU not reported")
-    fast = _fast_default()
     if f1_ours and max(abs(f1_ours[k] - f1_base[k]) for k in f1_ours) > F1_TOLERANCE:
         notes.append("the two sides' F1s differ on the same weights: check the predictions")
     result = BenchResult(
@@ -863,7 +855,7 @@ def bench(
         f1_trainer=f1_base,
         eval_words=words,
         differing_words=differing,
-        train_step_fast=fast,
+        train_step_fast=True,  # train_step's default, as the engine calls it
         torch_version=torch.__version__,
         transformers_version=transformers.__version__,
         when=utc_now(),

@@ -19,6 +19,7 @@ import torch
 
 from hpc_forget import __version__
 from hpc_forget.data.labels import LABELS
+from hpc_forget.data.samples import SAMPLE_LOCALES
 from hpc_forget.data.sources import load_massive
 from hpc_forget.errors import EstimateError
 from hpc_forget.files import utc_now
@@ -33,7 +34,6 @@ from hpc_forget.study.methods import StepHyper
 log = logging.getLogger(__name__)
 
 CALIBRATION_NOTE = "random-init shape-only calibration"
-SAMPLE_LOCALES = ("en-US", "de-DE", "sw-KE", "th-TH")  # the shipped samples (assets/massive)
 
 
 def _examples(n: int) -> list:

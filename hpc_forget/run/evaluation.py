@@ -3,8 +3,8 @@
 Prediction sorts the examples by length and runs big batches of one padded width each; the
 predicted label of every word (its first sub-word) stays on the device until the end, so one
 evaluation costs one host sync. An R row (every language's test set) is one pass
-(:func:`predict_languages`). Slot F1 is seqeval's micro average in its default mode, which is what the official
-MASSIVE scorer reports, computed on word-level BIO tags.
+(:func:`predict_languages`). Slot F1 is seqeval's micro average in its default mode, which is
+what the official MASSIVE scorer reports, computed on word-level BIO tags.
 """
 
 from __future__ import annotations

@@ -305,21 +305,12 @@ def train_step(
     order, without a dense 250k-row gradient and optimizer update). Off: the straightforward
     dense loop, which the equivalence test and the benchmark compare against.
     """
-    with fast_embedding_rows(
-        model,
-        data,
-        accelerator.device,
-        on=fast
-        and compact_rows_apply(
-            model,
-            weight_decay=hyper.weight_decay,
-            adds_loss=strategy is not None and strategy.adds_loss,
-        ),
-    ):
+    extra_loss = strategy is not None and strategy.adds_loss
+    on = fast and compact_rows_apply(model, weight_decay=hyper.weight_decay, adds_loss=extra_loss)
+    with fast_embedding_rows(model, data, accelerator.device, on=on):
         lr, head_lr = hyper.lr, hyper.head_lr
         batch_size, eval_batch_size = hyper.batch_size, hyper.eval_batch_size
         pad_multiple, max_grad_norm = hyper.pad_multiple, hyper.max_grad_norm
-        extra_loss = strategy is not None and strategy.adds_loss
         from transformers import get_linear_schedule_with_warmup
 
         device = accelerator.device
